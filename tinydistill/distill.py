@@ -1,0 +1,164 @@
+"""Training loops for the students: distillation on teacher logits, and the NoDs baseline on hard labels.
+
+The paper trains students with MSE between student and teacher logits only (its section 2.2). KL with
+a temperature and a mix with hard labels are options. Without a labelled dev set, the best checkpoint is
+the one that agrees most with the teacher on a held-out slice of the transfer set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    loss: str = "mse"  # "mse" on logits (the paper), "kl" with `temperature`; hard labels always use CE
+    temperature: float = 2.0  # only for loss="kl"
+    alpha: float = 0.0  # weight of cross-entropy on gold labels, where `hard` gives them (-1 = unknown)
+    lr: float = 3e-3  # Adam; tiny models with few weights learn fast
+    batch_size: int = 64
+    epochs: int = 40  # upper bound; early stopping usually ends sooner
+    min_steps: int = 600  # tiny labelled sets need more passes than epochs suggest
+    max_steps: int = 40_000  # cap for million-sentence pools
+    patience: int = 4  # evaluations without improvement before stopping
+    val_fraction: float = 0.05  # held out for model selection (agreement with the teacher, or accuracy)
+    val_max: int = 2000
+    weight_decay: float = 0.0
+    seed: int = 0
+    threads: int = 1  # tiny matrices gain nothing from more; more threads thrash when the CPU is shared
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run a block with `n` intra-op threads, then restore the previous setting."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def pad_ids(ids: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Encode once into a padded int32 matrix and lengths; batches slice and trim it."""
+    lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+    out = np.zeros((len(ids), max(int(lengths.max()) if len(ids) else 1, 1)), dtype=np.int64)
+    for row, x in enumerate(ids):
+        out[row, : len(x)] = x
+    return out, lengths
+
+
+def _batch(tokens: np.ndarray, lengths: np.ndarray, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(int(lengths[rows].max()), 1)
+    return torch.from_numpy(tokens[rows, :width]), torch.from_numpy(lengths[rows])
+
+
+def _loss(scores: torch.Tensor, target: torch.Tensor, hard: torch.Tensor | None, c: TrainConfig) -> torch.Tensor:
+    if target.dtype == torch.long:  # NoDs: gold labels only
+        return nn.functional.cross_entropy(scores, target)
+    if c.loss == "mse":
+        soft = nn.functional.mse_loss(scores, target)
+    elif c.loss == "kl":
+        t = c.temperature
+        soft = nn.functional.kl_div(torch.log_softmax(scores / t, 1), torch.softmax(target / t, 1),
+                                    reduction="batchmean") * t * t
+    else:
+        raise ValueError(f"unknown loss {c.loss!r}; expected 'mse' or 'kl'")
+    if c.alpha > 0 and hard is not None and bool((hard >= 0).any()):
+        known = hard >= 0
+        return (1 - c.alpha) * soft + c.alpha * nn.functional.cross_entropy(scores[known], hard[known])
+    return soft
+
+
+@torch.no_grad()
+def _agreement(module: nn.Module, tokens: np.ndarray, lengths: np.ndarray, gold: np.ndarray) -> float:
+    module.eval()
+    hits = 0
+    for start in range(0, len(gold), 1024):
+        rows = np.arange(start, min(start + 1024, len(gold)))
+        hits += int((module(*_batch(tokens, lengths, rows)).argmax(1).numpy() == gold[rows]).sum())
+    module.train()
+    return hits / max(len(gold), 1)
+
+
+def fit_module(module: nn.Module, ids: Sequence[Sequence[int]], y: np.ndarray, c: TrainConfig,
+               hard: np.ndarray | None = None, progress: bool = True, desc: str = "train") -> dict:
+    """Train `module` in place on encoded texts; returns a history with the chosen step and score.
+
+    `y` is (n, classes) float logits to distil from, or (n,) int class indices for plain supervision.
+    """
+    with torch_threads(c.threads):
+        return _fit(module, ids, y, c, hard, progress, desc)
+
+
+def _fit(module: nn.Module, ids: Sequence[Sequence[int]], y: np.ndarray, c: TrainConfig,
+         hard: np.ndarray | None, progress: bool, desc: str) -> dict:
+    rng = np.random.default_rng(c.seed)
+    torch.manual_seed(c.seed)
+    tokens, lengths = pad_ids(ids)
+    y = np.asarray(y)
+    is_soft = y.ndim == 2
+    target = torch.from_numpy(y.astype(np.float32)) if is_soft else torch.from_numpy(y.astype(np.int64))
+    hard_t = torch.from_numpy(np.asarray(hard, dtype=np.int64)) if hard is not None else None
+
+    n = len(y)
+    n_val = min(int(n * c.val_fraction), c.val_max) if n >= 40 else 0
+    order = rng.permutation(n)
+    val, train = order[:n_val], order[n_val:]
+    gold_val = (y[val].argmax(1) if is_soft else y[val]).astype(np.int64)
+    val_tokens, val_lengths = tokens[val], lengths[val]
+
+    steps_per_epoch = max(math.ceil(len(train) / c.batch_size), 1)
+    total = min(max(c.epochs * steps_per_epoch, c.min_steps), c.max_steps)
+    eval_every = min(steps_per_epoch, 500)
+    optimiser = torch.optim.Adam(module.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+    best = {"score": -1.0, "step": 0, "state": copy.deepcopy(module.state_dict())}
+    since_best, step, losses = 0, 0, []
+    module.train()
+    bar = tqdm(total=total, desc=desc, disable=not progress, leave=False, unit="step")
+    while step < total:
+        perm = rng.permutation(train)
+        for start in range(0, len(perm), c.batch_size):
+            rows = perm[start: start + c.batch_size]
+            scores = module(*_batch(tokens, lengths, rows))
+            loss = _loss(scores, target[rows], hard_t[rows] if hard_t is not None else None, c)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            losses.append(float(loss.detach()))
+            step += 1
+            bar.update(1)
+            if step % eval_every == 0 or step == total:
+                score = _agreement(module, val_tokens, val_lengths, gold_val) if n_val else -float(np.mean(losses[-50:]))
+                bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", val=f"{score:.3f}")
+                if score > best["score"]:
+                    best = {"score": score, "step": step, "state": copy.deepcopy(module.state_dict())}
+                    since_best = 0
+                else:
+                    since_best += 1
+            if step >= total or since_best >= c.patience:
+                break
+        if since_best >= c.patience:
+            break
+    bar.close()
+    module.load_state_dict(best["state"])
+    module.eval()
+    history = {"steps": step, "best_step": best["step"], "val_score": best["score"] if n_val else None,
+               "val_size": int(n_val), "final_loss": float(np.mean(losses[-50:])) if losses else None}
+    log.info("%s: %d steps, best at %d, held-out score %s", desc, step, best["step"], history["val_score"])
+    return history

