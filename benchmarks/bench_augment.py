@@ -29,7 +29,8 @@ def tiny_mlm(texts: list[str], vocab_size: int = 5000, **shape):
     from transformers import BertConfig, BertForMaskedLM, PreTrainedTokenizerFast
 
     counts = Counter(w for t in texts for w in t.lower().split())
-    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [w for w, _ in counts.most_common(vocab_size - 5)]
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    words = specials + [w for w, _ in counts.most_common(vocab_size - len(specials))]
     backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
     backend.normalizer = normalizers.Lowercase()
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
@@ -54,19 +55,24 @@ def timed(label: str, texts: list[str], **kwargs) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", default=os.environ.get("TINYDISTILL_DATA"), help="shared data folder")
-    parser.add_argument("--pool-size", type=int, default=1_000_000, help="size of the timed GloVe pool (0: skip)")
+    parser.add_argument("--pool-size", type=int, default=1_000_000, help="timed GloVe pool's size (0: skip)")
     parser.add_argument("--bert-base-sentences", type=int, default=100,
                         help="sentences to score with a random bert-base-shaped MLM (0: skip)")
+    # on a busy shared box two spinning OpenMP threads can make small torch ops 20x slower than one
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
     if not args.data_dir:
         parser.error("set --data-dir or TINYDISTILL_DATA")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     texts = load_paper_dataset("sst2", "train", data_dir=args.data_dir).texts
-    print(f"sst2/train: {len(texts)} sentences; {torch.get_num_threads()} torch threads, {os.cpu_count()} cores; "
-          "n=20 p=0.4 k=15 seed=0")
+    print(f"sst2/train: {len(texts)} sentences; {torch.get_num_threads()} torch threads, {os.cpu_count()} "
+          f"cores, load average {os.getloadavg()[0]:.1f}; n=20 p=0.4 k=15 seed=0")
 
     start = time.perf_counter()
     table = augment.glove_neighbours(texts, k=15)
-    print(f"GloVe neighbour table: {len(table)} words in {time.perf_counter() - start:.1f} s (set-up of 'glove')")
+    seconds = time.perf_counter() - start
+    print(f"GloVe neighbour table (the 'glove' set-up): {len(table)} words in {seconds:.1f} s")
     timed("glove (table built)", texts, method="glove", neighbours=table)
     timed("tang (TextBlob PatternTagger)", texts, method="tang")
     timed("mlm: TINY random BERT (2x32), batch 32", texts, method="mlm", mlm=tiny_mlm(
@@ -81,9 +87,9 @@ def main() -> None:
         augment.mlm_candidates(model, tokenizer, sample, k=15)
         seconds = time.perf_counter() - start
         minutes = len(texts) * seconds / len(sample) / 60
-        print(f"mlm: random bert-base shape (110M), {len(sample)} sentences ({rows} masked rows): {seconds:.1f} s, "
-              f"{rows / seconds:.0f} rows/s -> the whole split's candidates in ~{minutes:.0f} min, "
-              "then generation as fast as glove")
+        print(f"mlm: random bert-base shape (110M), {len(sample)} sentences ({rows} masked rows): "
+              f"{seconds:.1f} s, {rows / seconds:.0f} rows/s -> the whole split's candidates in "
+              f"~{minutes:.0f} min, then generation as fast as glove")
 
     if args.pool_size:
         with tempfile.TemporaryDirectory() as out:
@@ -94,7 +100,8 @@ def main() -> None:
             lines = sum(shard["lines"] for shard in manifest["shards"])
             size = sum(os.path.getsize(os.path.join(out, name)) for name in os.listdir(out))
         print(f"pool: augment_command('sst2', 'train', {args.pool_size}) with glove: {lines} sentences in "
-              f"{seconds:.1f} s wall ({lines / seconds:,.0f}/s, GloVe load and table included), {size / 1e6:.0f} MB")
+              f"{seconds:.1f} s wall ({lines / seconds:,.0f}/s, GloVe set-up in), {size / 1e6:.0f} MB "
+              "of shards")
 
 
 if __name__ == "__main__":

@@ -250,6 +250,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
         (lambda: write_pool([], tmp_path / "a", 10, neighbours=TABLE), "no sentences"),
         (lambda: iter_augmented(CORPUS, "synonyms"), "unknown augmentation method"),
         (lambda: write_pool(CORPUS, tmp_path / "b", 0, neighbours=TABLE), "must be positive"),
+        (lambda: write_pool(["it is", "!"], tmp_path / "b", 9, neighbours=TABLE), "none of the 2 sentences"),
         (lambda: augment_command(str(empty), "train", 10, str(tmp_path / "c")), "no sentences"),
         (lambda: augment_command(str(empty), "train", 10, str(tmp_path / "c"), method="bert"), "unknown"),
         (lambda: read_pool(tmp_path), "not an augmentation pool"),

@@ -7,8 +7,16 @@ import json
 
 import pytest
 
-from tinydistill.data import (Split, align_labels, check_trainable, load_file, load_hub, load_paper_dataset,
-                              split_from_hf, stratified_sample)
+from tinydistill.data import (
+    Split,
+    align_labels,
+    check_trainable,
+    load_file,
+    load_hub,
+    load_paper_dataset,
+    split_from_hf,
+    stratified_sample,
+)
 from tinydistill.errors import TinyDistillError
 
 

@@ -10,7 +10,8 @@ from tinydistill.distill import TrainConfig
 from tinydistill.errors import TinyDistillError
 from tinydistill.students import ARCHITECTURES, BiLSTMConfig, CBoWConfig, CNNConfig, Student, init_embeddings
 
-SMALL = {"cbow": CBoWConfig(embed_dim=8, hidden_dim=16), "bilstm": BiLSTMConfig(embed_dim=16, hidden_dim=16, dropout=0.0),
+SMALL = {"cbow": CBoWConfig(embed_dim=8, hidden_dim=16),
+         "bilstm": BiLSTMConfig(embed_dim=16, hidden_dim=16, dropout=0.0),
          "cnn": CNNConfig(embed_dim=8, filters=8)}
 FAST = TrainConfig(epochs=30, min_steps=0, lr=1e-2, batch_size=16, patience=100)
 
@@ -86,3 +87,13 @@ def test_bad_student_inputs(tmp_path):
     with pytest.raises(TinyDistillError, match="config.json: missing"):
         (tmp_path / "m").mkdir()
         Student.from_pretrained(tmp_path / "m")
+
+
+def test_a_texts_output_does_not_depend_on_its_batch():
+    texts, labels = toy_texts(40)
+    logits = np.where(np.eye(2)[labels] > 0, 2.0, -2.0).astype(np.float32)
+    mixed = ["good", "a b", "the film was really very good and fun " * 3, ""]
+    for kind in sorted(ARCHITECTURES):
+        student = Student(kind, SMALL[kind], TrainConfig(epochs=2, min_steps=0)).fit(texts, logits, progress=False)
+        alone = np.concatenate([student.logits([t]) for t in mixed])
+        np.testing.assert_allclose(student.logits(mixed), alone, atol=1e-5, err_msg=kind)

@@ -160,8 +160,9 @@ def load_mlm(name: str):
     # weights outside the encoder that the checkpoint lacks were just made up at random: no trained head
     head = sorted(key for key in info["missing_keys"] if not key.startswith(model.base_model_prefix + "."))
     if head or tokenizer.mask_token is None:
-        raise TinyDistillError(f"{name!r} has no masked-LM head (missing {head[:1] or ['a mask token']}); "
-                               "name a model trained with one, such as bert-base-uncased")
+        missing = head[0] if head else "a mask token"
+        raise TinyDistillError(f"{name!r} has no masked-LM head (it lacks {missing}); name a model trained "
+                               "with one, such as bert-base-uncased")
     return model.eval(), tokenizer
 
 
@@ -196,10 +197,10 @@ def mlm_candidates(model, tokenizer, texts: Sequence[str], k: int = 15, batch_si
         for start in tqdm(range(0, len(rows), batch_size), desc="mlm", unit="batch", disable=not progress):
             batch = rows[start : start + batch_size]
             enc = tokenizer([row[3] for row in batch], return_tensors="pt", padding=True, truncation=True)
-            logits = model(**enc).logits
+            logits = model(**enc.to(model.device)).logits
             if allowed is None:  # whole words only: no word pieces ("##ing"), marks or special tokens
                 allowed = torch.tensor([i < len(vocab) and i not in special and vocab[i].isalpha()
-                                        for i in range(logits.shape[-1])])
+                                        for i in range(logits.shape[-1])], device=logits.device)
             # where each row's mask is; a row whose mask was cut off by truncation simply drops out
             at, pos = (enc["input_ids"] == tokenizer.mask_token_id).nonzero(as_tuple=True)
             scores = logits[at, pos].masked_fill(~allowed, -torch.inf)
@@ -355,6 +356,8 @@ def _prepare(sentences: Sequence[str], method: str, p: float, k: int, neighbours
         scored = None if mlm is None else mlm_candidates(mlm[0], mlm[1], sentences, k, progress=progress)
         maker = _replacer(sentences, p, k, neighbours or {}, scored)
     empty = maker.empty()
+    if len(empty) == len(sentences):
+        raise TinyDistillError(f"none of the {len(sentences)} sentences has a word that {method} can change")
     for i in empty:
         log.debug("skipping sentence %d, no word to change: %r", i, sentences[i])
     if empty:
@@ -524,3 +527,25 @@ def augment_command(data: str, split: str, size: int, out: str, method: str = "g
         except TinyDistillError as exc:
             log.warning("%s; words the masked LM cannot score stay as they are", exc)
     return write_pool(sentences, out, size, method, n, p, k, seed, neighbours=neighbours, mlm=model)
+
+
+def register_cli(sub) -> None:
+    """The ``augment`` sub-command (called by tinydistill.cli)."""
+    p = sub.add_parser("augment", help="grow a transfer set by augmentation (sharded, resumable pool)",
+                       description="Make N variants of each sentence (TinyBERT word replacement from GloVe "
+                       "neighbours or a masked LM, or Tang et al.'s mask/POS/n-gram operations), streamed to "
+                       "gzip shards in --out. Rerun the same command after a kill to resume. Use the pool with "
+                       "`tinydistill run --transfer POOL`.")
+    p.add_argument("--data", required=True, help="paper dataset name, or a text file with one sentence a line")
+    p.add_argument("--split", default="train", help="split of a paper dataset (default: %(default)s)")
+    p.add_argument("--data-dir", help="folder laid out like shared/data (default: $TINYDISTILL_DATA)")
+    p.add_argument("--size", type=int, default=1_000_000, help="sentences in the pool (default: %(default)s)")
+    p.add_argument("--out", required=True, help="pool folder")
+    p.add_argument("--method", default="glove", choices=METHODS, help="candidate source (default: %(default)s)")
+    p.add_argument("--mlm", help="masked LM name or folder for --method mlm (e.g. bert-base-uncased)")
+    p.add_argument("-n", type=int, default=20, help="variants per sentence per round (default: %(default)s)")
+    p.add_argument("-p", type=float, default=0.4, help="replacement probability per word (default: %(default)s)")
+    p.add_argument("-k", type=int, default=15, help="candidates per word (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=lambda a: print(augment_command(a.data, a.split, a.size, a.out, a.method, a.n, a.p, a.k,
+                                                        a.seed, a.data_dir, a.mlm)))

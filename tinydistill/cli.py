@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tinydistill", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description="Distil a BERT-class teacher fine-tuned on a few labels into a tiny, fast student.")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and the results")
+    parser.add_argument("--threads", type=int, help="CPU threads for the teacher (default: all cores; use 1 when "
+                        "other jobs share the machine, as threads that wait on each other slow to a crawl)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="the whole pipeline: teacher, transfer-set logits, students, results table",
@@ -229,6 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("transformers", "datasets", "httpx", "huggingface_hub", "filelock"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
         args.func(args)
     except TinyDistillError as exc:
         print(f"tinydistill: error: {exc}", file=sys.stderr)

@@ -127,7 +127,7 @@ def _fit(module: nn.Module, ids: Sequence[Sequence[int]], y: np.ndarray, c: Trai
     total = min(max(c.epochs * steps_per_epoch, c.min_steps), c.max_steps)
     eval_every = min(steps_per_epoch, 500)
     optimiser = torch.optim.Adam(module.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-    best = {"score": -1.0, "step": 0, "state": copy.deepcopy(module.state_dict())}
+    best_score, best_step, best_state = -1.0, 0, copy.deepcopy(module.state_dict())
     since_best, step, losses = 0, 0, []
     module.train()
     bar = tqdm(total=total, desc=desc, disable=not progress, leave=False, unit="step")
@@ -144,10 +144,11 @@ def _fit(module: nn.Module, ids: Sequence[Sequence[int]], y: np.ndarray, c: Trai
             step += 1
             bar.update(1)
             if step % eval_every == 0 or step == total:
-                score = _agreement(module, val_tokens, val_lengths, gold_val) if n_val else -float(np.mean(losses[-50:]))
-                bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", val=f"{score:.3f}")
-                if score > best["score"]:
-                    best = {"score": score, "step": step, "state": copy.deepcopy(module.state_dict())}
+                recent = float(np.mean(losses[-50:]))
+                score = _agreement(module, val_tokens, val_lengths, gold_val) if n_val else -recent
+                bar.set_postfix(loss=f"{recent:.4f}", val=f"{score:.3f}")
+                if score > best_score:
+                    best_score, best_step, best_state = score, step, copy.deepcopy(module.state_dict())
                     since_best = 0
                 else:
                     since_best += 1
@@ -156,9 +157,9 @@ def _fit(module: nn.Module, ids: Sequence[Sequence[int]], y: np.ndarray, c: Trai
         if since_best >= c.patience:
             break
     bar.close()
-    module.load_state_dict(best["state"])
+    module.load_state_dict(best_state)
     module.eval()
-    history = {"steps": step, "best_step": best["step"], "val_score": best["score"] if n_val else None,
+    history = {"steps": step, "best_step": best_step, "val_score": best_score if n_val else None,
                "val_size": int(n_val), "final_loss": float(np.mean(losses[-50:])) if losses else None}
-    log.info("%s: %d steps, best at %d, held-out score %s", desc, step, best["step"], history["val_score"])
+    log.info("%s: %d steps, best at %d, held-out score %s", desc, step, best_step, history["val_score"])
     return history

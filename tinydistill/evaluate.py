@@ -6,12 +6,13 @@ import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 
-def scores(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int) -> dict[str, float]:
+def scores(gold: ArrayLike, predicted: ArrayLike, n_classes: int) -> dict[str, float]:
     """Accuracy, macro-F1, MCC, and the positive-class F1 (class 1) when there are two classes."""
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    y_true, y_pred = np.asarray(gold), np.asarray(predicted)
     out = {
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "macro_f1": float(f1_score(y_true, y_pred, average="macro", labels=list(range(n_classes)),
@@ -23,7 +24,7 @@ def scores(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int) -> dict
     return out
 
 
-def headline(metric: str, result: dict[str, float]) -> float:
+def headline(metric: str, result: dict) -> float:
     """The paper's number for a dataset: MCC for CoLA, F1 otherwise (macro-F1 beyond two classes)."""
     if metric == "mcc":
         return result["mcc"]

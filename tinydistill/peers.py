@@ -253,7 +253,8 @@ class SetFit(Peer):
         setfit.Trainer(model=self.model_, args=args, train_dataset=data).train()
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        return np.asarray(self.model_.predict_proba(list(texts), as_numpy=True))
+        probs = self.model_.predict_proba(list(texts), as_numpy=True, show_progress_bar=False)
+        return np.asarray(probs)
 
     @property
     def n_parameters(self) -> int:

@@ -13,6 +13,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -180,7 +181,7 @@ def run(c: RunConfig, progress: bool = True) -> dict:
     gold = np.asarray(task.test.labels)
     teacher_pred = teacher.logits(task.test.texts, cache=cache, progress=progress).argmax(1)
 
-    rows = [{"model": f"teacher ({c.teacher})", "params": teacher.n_parameters(),
+    rows: list[dict[str, Any]] = [{"model": f"teacher ({c.teacher})", "params": teacher.n_parameters(),
              **scores(gold, teacher_pred, n_classes), "training": teacher.info.get("training")}]
     models: dict[str, Student] = {}
     train_cfg = TrainConfig(loss=c.loss, seed=c.seed)

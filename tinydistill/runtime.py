@@ -107,19 +107,21 @@ def load_weights(path: Path) -> dict[str, np.ndarray]:
 # ---------------------------------------------------------------------------------------------- tokens
 
 # The fast path below is proved equal to `words.tokenize` for this pattern only; another pattern turns it off.
-_VERIFIED_PATTERN = r"[^\W_]+(?:'[^\W_]+)?|'[^\W_]+|[^\w\s]"
+# Its first alternative, the augmentation's "[mask]" token, needs a "[": texts with one take `words.tokenize`.
+_VERIFIED_PATTERN = r"\[mask\]|[^\W_]+(?:'[^\W_]+)?|'[^\W_]+|[^\w\s]"
+_VERIFIED_FLAGS = re.UNICODE | re.IGNORECASE
 _ASCII = [chr(i) for i in range(128)]
-_ALNUM = "".join(c for c in _ASCII if re.fullmatch(r"[^\W_]", c))
+_ALNUM = "".join(c for c in _ASCII if re.fullmatch(r"[^\W_]", c, _VERIFIED_FLAGS))
 # On text already spread by `_ascii_table` (only letters, digits, apostrophes, spaced-out marks and spaces left)
-# this is `words._TOKEN`: the same alternatives with the character classes spelled out for ASCII.
+# and free of "[", this is `words._TOKEN`: the other alternatives, with the classes spelled out for ASCII.
 _ASCII_TOKEN = re.compile(f"[{_ALNUM}]+(?:'[{_ALNUM}]+)?|'[{_ALNUM}]+|[^{_ALNUM} ]")
 
 
 def _ascii_table(lowercase: bool) -> dict[int, str]:
     """A `str.translate` table that turns ASCII text into its tokens separated by spaces.
 
-    Every token of `words.tokenize` is a run of letters/digits (with at most one inner apostrophe) or a single
-    other mark, and no token holds whitespace or `_`. So surrounding each mark with spaces and blanking
+    Without "[", every token of `words.tokenize` is a run of letters/digits (with at most one inner apostrophe)
+    or a single other mark, and no token holds whitespace or `_`. So surrounding each mark with spaces and blanking
     whitespace and `_` changes no token, and without apostrophes the tokens are then just `str.split()`.
     The classes come from the pattern itself, character by character.
     """
@@ -129,7 +131,7 @@ def _ascii_table(lowercase: bool) -> dict[int, str]:
             table[ord(c)] = c.lower() if lowercase else c
         elif c == "'":
             table[ord(c)] = c
-        elif re.fullmatch(r"[^\w\s]", c):
+        elif re.fullmatch(r"[^\w\s]", c, _VERIFIED_FLAGS):
             table[ord(c)] = f" {c} "
         else:  # whitespace and `_`: never part of a token
             table[ord(c)] = " "
@@ -141,18 +143,19 @@ class Encoder:
 
     Tokenising is most of the runtime's time (the regex costs ~10 us per sentence), so ASCII texts take a
     `str.translate` + `str.split` path that gives the same tokens (tests fuzz it against `words.tokenize`);
-    other texts go through `words.tokenize` itself.
+    other texts, and texts with a "[", go through `words.tokenize` itself.
     """
 
     def __init__(self, vocab: Vocabulary):
         self.vocab = vocab
         self.lowercase = vocab.config.lowercase
         self.max_length = vocab.config.max_length
-        fast = words._TOKEN.pattern == _VERIFIED_PATTERN and words._TOKEN.flags == re.UNICODE
+        fast = words._TOKEN.pattern == _VERIFIED_PATTERN and words._TOKEN.flags == _VERIFIED_FLAGS
         self.table = _ascii_table(self.lowercase) if fast else None
 
     def tokens(self, text: str) -> list[str]:
-        if self.table is not None and text.isascii():
+        """The tokens of one text, exactly as `words.tokenize` gives them (before `max_length`)."""
+        if self.table is not None and text.isascii() and "[" not in text:
             spread = text.translate(self.table)
             return spread.split() if "'" not in spread else _ASCII_TOKEN.findall(spread)
         return tokenize(text, self.lowercase)
@@ -269,7 +272,9 @@ class _BiLSTM:
         rev[fwd] = offsets[np.repeat(ls, ls) - 1 - pos] + rows
 
         h4 = 4 * self.hidden
-        inputs = (self.table[0], packed), (self.table[1], packed[rev])  # step t reads rows idx[o:o+n] of source
+        # step t reads rows idx[o:o+n] of each source (rows o:o+n where idx is None)
+        inputs: tuple[tuple[np.ndarray, np.ndarray | None], tuple[np.ndarray, np.ndarray]]
+        inputs = (self.table[0], packed), (self.table[1], packed[rev])
         for layer in range(self.layers):
             top = layer + 1 == self.layers
             out, h = self._recur(inputs, self.w_hh[layer], active, offsets, rev, len(ls), keep=not top)
@@ -306,7 +311,7 @@ class _BiLSTM:
             cn += sig[..., :hid] * g[..., 3 * hid:]
             hn = h[:, :n]
             np.multiply(sig[..., 2 * hid:], np.tanh(cn), out=hn)
-            if keep:
+            if out is not None:
                 out[o:o + n, :hid] = hn[0]
                 out[rev[o:o + n], hid:2 * hid] = hn[1]
         return out, h  # rows leave the prefix when they end, so h holds each row's last state
@@ -418,6 +423,8 @@ class Model:
 
 def _chunks(lengths: np.ndarray, max_tokens: int) -> list[tuple[int, int]]:
     """Row ranges whose tokens add up to at most `max_tokens` (a longer single text gets its own range)."""
+    if int(lengths.sum()) <= max_tokens:
+        return [(0, len(lengths))]
     out, begin, total = [], 0, 0
     for i, n in enumerate(lengths.tolist()):
         if total + n > max_tokens and i > begin:

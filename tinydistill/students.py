@@ -105,7 +105,15 @@ class CNN(nn.Module):
         if ids.shape[1] < self.min_len:  # a window wider than the text: pad so every filter fires once
             ids = nn.functional.pad(ids, (0, self.min_len - ids.shape[1]))
         x = self.embedding(ids).transpose(1, 2)
-        pooled = [torch.relu(conv(x)).amax(dim=2) for conv in self.convs]
+        # a window that starts past the text's own end (it only exists because a longer text shares the batch)
+        # is zeroed, so a text's output never depends on its batch
+        end = lengths.clamp(min=self.min_len).unsqueeze(1)
+        pooled = []
+        for conv in self.convs:
+            assert isinstance(conv, nn.Conv1d)
+            out = torch.relu(conv(x))
+            starts = torch.arange(out.shape[2]).unsqueeze(0)
+            pooled.append(out.masked_fill((starts > end - conv.kernel_size[0]).unsqueeze(1), 0.0).amax(dim=2))
         return self.out(self.dropout(torch.cat(pooled, dim=1)))
 
 

@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -114,7 +115,7 @@ RECIPES: dict[str, Recipe] = {
     # the paper's section 3.2: 3 epochs, lr 5e-5, batch 16
     "paper": Recipe(),
     # measured to be strong on 50-1000 labels on a CPU (see the README's teacher table)
-    "strong": Recipe(epochs=30, lr=1e-4, batch_size=16, warmup=0.1, min_steps=300, val_fraction=0.0,
+    "strong": Recipe(epochs=10, lr=1e-4, batch_size=16, warmup=0.1, min_steps=300, val_fraction=0.0,
                      pooling="mean", head_lr=1e-3),
 }
 DEFAULT_RECIPE = "strong"
@@ -132,7 +133,7 @@ def get_recipe(name: str, **overrides) -> Recipe:
 class Classifier(nn.Module):
     """An encoder, a pooling of its token states, and a linear head."""
 
-    def __init__(self, encoder: nn.Module, n_classes: int, pooling: str, dropout: float = 0.1):
+    def __init__(self, encoder: Any, n_classes: int, pooling: str, dropout: float = 0.1):
         super().__init__()
         if pooling not in ("cls", "mean"):
             raise TinyDistillError(f"unknown pooling {pooling!r}; expected 'cls' or 'mean'")
@@ -156,7 +157,7 @@ class Teacher:
 
     def __init__(self, model: Classifier, tokenizer, label_names: Sequence[str], max_length: int = 128,
                  info: dict | None = None):
-        self.model = model
+        self.model: Any = model  # a Classifier
         self.tokenizer = tokenizer
         self.label_names = list(label_names)
         self.max_length = max_length
@@ -216,7 +217,9 @@ class Teacher:
                 known[i] = v
             bar.update(len(rows))
         bar.close()
-        return np.stack(known).astype(np.float32) if known else np.zeros((0, len(self.label_names)), np.float32)
+        if not known:
+            return np.zeros((0, len(self.label_names)), np.float32)
+        return np.stack([k for k in known if k is not None]).astype(np.float32)
 
     def predict(self, texts: Sequence[str], **kwargs) -> np.ndarray:
         return self.logits(texts, **kwargs).argmax(1)
@@ -320,7 +323,7 @@ def _train(base: str, texts: Sequence[str], labels: Sequence[int], label_names: 
     rng = np.random.default_rng(recipe.seed)
     y = torch.tensor(labels)
     eval_every = max(steps_per_epoch, 25)
-    best = (-1.0, 0, None)
+    best: tuple[float, int, dict | None] = (-1.0, 0, None)
     since_best, step, started = 0, 0, time.time()
     bar = tqdm(total=total, desc=f"teacher {base}", disable=not progress, unit="step")
     model.train()

@@ -15,8 +15,10 @@ from pathlib import Path
 from tinydistill.errors import TinyDistillError
 
 PAD, UNK = "[PAD]", "[UNK]"
-# words with an inner apostrophe ("don't", "'s" split the way SST is tokenised) or single punctuation marks
-_TOKEN = re.compile(r"[^\W_]+(?:'[^\W_]+)?|'[^\W_]+|[^\w\s]")
+# a mask token (augmentation's masked words: never in the vocabulary, so they read as unknown), words with an
+# inner apostrophe ("don't", "'s" split the way SST is tokenised), or single punctuation marks
+MASK = "[mask]"
+_TOKEN = re.compile(r"\[mask\]|[^\W_]+(?:'[^\W_]+)?|'[^\W_]+|[^\w\s]", re.IGNORECASE)
 
 
 @dataclass
@@ -45,6 +47,7 @@ class Vocabulary:
         """The `size - 2` most frequent words of `texts` (ties broken alphabetically, so it is deterministic)."""
         config = config or TokenizerConfig()
         counts = Counter(w for t in texts for w in tokenize(t, config.lowercase))
+        counts.pop(MASK, None)
         ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[: max(size - 2, 0)]
         return cls([PAD, UNK] + [w for w, _ in ranked], config)
 

