@@ -95,3 +95,16 @@ def test_stage_commands_chain(files, tiny_bert, tmp_path, capsys):
     assert main(["-q", "evaluate", str(student), "--data", files[0], "--test", files[1]]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["accuracy"] >= 0.8
+
+
+def test_an_augmentation_pool_joins_the_transfer_set(files, tiny_bert, tmp_path):
+    from tinydistill.augment import write_pool
+    from tinydistill.data import load_file
+
+    train = load_file(files[0])
+    neighbours = {"good": ["fine", "great"], "bad": ["poor", "awful"], "film": ["movie"]}
+    pool = write_pool(train.texts, tmp_path / "pool", 150, n=3, neighbours=neighbours, progress=False)
+    results = run(config(files, tiny_bert, tmp_path, transfer=[str(pool)], nods=False, speed=False,
+                         out=str(tmp_path / "pooled")), progress=False)
+    assert results["sizes"]["transfer"] == 200 + 150
+    assert results["rows"][1]["accuracy"] >= 0.7  # still learns the toy task from the larger set

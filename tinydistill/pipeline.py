@@ -123,19 +123,24 @@ def _digest(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def get_teacher(c: RunConfig, task: Task, folder: Path) -> Teacher:
+def get_teacher(c: RunConfig, task: Task, folder: Path, progress: bool = True) -> Teacher:
     """Train the teacher, or load it from the run folder when it was trained on the same labels and recipe."""
     recipe = get_recipe(c.recipe, epochs=c.teacher_epochs, lr=c.teacher_lr, max_length=c.max_length, seed=c.seed)
     key = _digest(c.teacher, recipe.to_dict(), task.labeled.texts, task.labeled.labels)
-    if (folder / "teacher.json").exists():
-        teacher = Teacher.load(folder)
-        if teacher.info.get("key") == key:
-            log.info("teacher: reusing %s", folder)
-            return teacher
+    shared = cache_root() / "teachers" / key  # other runs on the same labels (a pool, other students) reuse it
+    for place in (folder, shared):
+        if (place / "teacher.json").exists():
+            teacher = Teacher.load(place)
+            if teacher.info.get("key") == key:
+                log.info("teacher: reusing %s", place)
+                if place != folder:
+                    teacher.save(folder)
+                return teacher
     teacher = train_teacher(c.teacher, task.labeled.texts, task.labeled.labels or [], task.labeled.label_names,
-                            recipe)
+                            recipe, progress=progress)
     teacher.info["key"] = key
     teacher.save(folder)
+    teacher.save(shared)
     return teacher
 
 
@@ -174,7 +179,7 @@ def run(c: RunConfig, progress: bool = True) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     log.info("data: %d labelled, %d transfer, %d test (%s)", len(task.labeled), len(task.transfer),
              len(task.test), task.test.source)
-    teacher = get_teacher(c, task, run_dir / "teacher")
+    teacher = get_teacher(c, task, run_dir / "teacher", progress)
     cache = LogitCache(cache_root() / "logits.sqlite")
     transfer_logits = teacher.logits(task.transfer, cache=cache, progress=progress)
     n_classes = len(task.labeled.label_names)

@@ -1,0 +1,132 @@
+"""`tinydistill reproduce` on a tiny fake data folder with the tiny in-process teacher: tables, plots, resume."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from dataclasses import replace
+
+import pytest
+from conftest import toy_texts
+
+from tinydistill import data, evaluate, pipeline, reproduce
+from tinydistill.cli import build_parser, main
+from tinydistill.pipeline import RunConfig
+from tinydistill.reproduce import Setup
+
+SIZES = (40, 120)  # the fake "sst2" paper sizes: 40 labels (Table 2, low resource) and 120 (high resource)
+
+
+def write_split(path, n, seed):
+    texts, labels = toy_texts(n, seed)
+    with gzip.open(path, "wt", encoding="utf-8") as handle:
+        handle.write("text\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in zip(texts, labels)))
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_bert, tmp_path_factory):
+    """A shared/data-like folder with a tiny "sst2" (40 labels, 200 train + a 60-text pool, 60 test)."""
+    root = tmp_path_factory.mktemp("reproduce")
+    (root / "data" / "sst2").mkdir(parents=True)
+    write_split(root / "data" / "sst2" / "train.tsv.gz", 200, 0)
+    write_split(root / "data" / "sst2" / "test.tsv.gz", 60, 1)
+    (root / "data" / "sst2" / "labels.json").write_text(json.dumps({"labels": ["negative", "positive"]}))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TINYDISTILL_CACHE", str(root / "cache"))
+        mp.setitem(data.PAPER_DATASETS, "sst2", replace(data.PAPER_DATASETS["sst2"], labeled=SIZES[0], transfer=260))
+        quick = evaluate.throughput  # timings are not under test: a fraction of a second each
+
+        def throughput(*args, **kwargs):
+            return quick(*args, **{**kwargs, "min_seconds": 0.02})
+
+        mp.setattr(pipeline, "throughput", throughput)
+        mp.setattr(evaluate, "throughput", throughput)
+        base = RunConfig(recipe="paper", teacher_epochs=40, teacher_lr=1e-3, max_length=16, glove=False)
+        yield Setup(seeds=(0, 1), teacher=tiny_bert, augment="tang", out=str(root / "out"),
+                    data_dir=str(root / "data"), peers=("tfidf-lr",), students=("cbow",), speed_teacher=tiny_bert,
+                    base=base, progress=False)
+
+
+@pytest.fixture(scope="module")
+def first(setup):
+    return reproduce.table2(["sst2"], setup), reproduce.table3(SIZES, setup)
+
+
+def test_table2_mean_std_paper_column_and_sizes(first, setup):
+    result, _ = first
+    rows = {r["model"]: r for r in result["summary"]}
+    assert set(rows) == {"teacher", "cbow", "cbow-nods", "tfidf-lr", "tfidf-lr-hard"}
+    for row in rows.values():
+        assert row["runs"] == 2 and len(row["headline"]["values"]) == 2
+        assert row["headline"]["std"] >= 0 and 0 <= row["headline"]["mean"] <= 1
+        assert row["speedup"]["mean"] > 0 and row["compression"]["mean"] > 1
+    assert rows["teacher"]["accuracy"]["mean"] >= 0.9 and rows["cbow"]["accuracy"]["mean"] >= 0.7
+    run = result["runs"][0]
+    assert run["sizes"] == {"labeled": 40, "transfer": 260, "test": 60}  # 200 train + a 60-sentence pool
+    assert run["reference"]["timed"] == "base encoder, fresh head"
+    saved = json.loads(open(result["json"]).read())
+    assert saved["summary"] == json.loads(json.dumps(result["summary"]))
+    md = open(result["markdown"]).read()
+    assert "| model | SST-2 F1 | acc | paper |" in md and "| 83.5 |" in md and "| 79.1 |" in md
+    assert "| TF-IDF + LR on teacher labels |" in md and "40 / 260 (paper S-train 260) / 60" in md
+    assert "seeds 0, 1" in md and "NOT the 109.5M one" in md
+
+
+def test_table3_low_and_high(first):
+    _, result = first
+    rows = {(r["labeled"], r["model"]): r for r in result["summary"]}
+    assert {n for n, _ in rows} == set(SIZES) and len(rows[(120, "cbow-nods")]["headline"]["values"]) == 2
+    md = open(result["markdown"]).read()
+    assert "| model | ours, 40 labels | paper, 200 labels | ours, 120 labels | paper, 6920 labels |" in md
+    assert "| CBoW-FFN NoDs |" in md and "| 62.8 |" in md and "| 81.2 |" in md
+
+
+def test_curves_write_png(first, setup):
+    pytest.importorskip("matplotlib")
+    result = reproduce.curves(["sst2"], SIZES, setup)  # every run and peer comes from the tables' folders
+    for name in result["plots"]:
+        png = (reproduce.Path(setup.out) / name).read_bytes()
+        assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 1000
+    md = open(result["markdown"]).read()
+    assert "![sst2 curves](curves_sst2.png)" in md and "![F1 against latency](scatter.png)" in md
+    assert "| TF-IDF + LR |" in md
+
+
+def test_rerun_recomputes_nothing(first, setup, monkeypatch, capsys):
+    def fail(*args, **kwargs):
+        raise AssertionError("recomputed on a rerun")
+
+    import tinydistill.augment
+    import tinydistill.peers
+    import tinydistill.teacher
+
+    monkeypatch.setattr(pipeline, "train_teacher", fail)
+    monkeypatch.setattr(pipeline.Student, "fit", fail)
+    monkeypatch.setattr(tinydistill.peers.Peer, "fit", fail)
+    monkeypatch.setattr(tinydistill.augment, "write_pool", fail)
+    monkeypatch.setattr(tinydistill.teacher.LogitCache, "put", fail)  # every teacher logit comes from the cache
+    again = reproduce.table2(["sst2"], setup), reproduce.table3(SIZES, setup)
+    for before, after in zip(first, again):
+        assert [r["headline"] for r in before["summary"]] == [r["headline"] for r in after["summary"]]
+
+    # the sub-command prints the table with every size used (its options map onto this test's setup)
+    monkeypatch.setattr(reproduce, "setup_from_args", lambda a: replace(setup, seeds=tuple(a.seeds)))
+    assert main(["-q", "reproduce", "table3", "--sizes", "40,120", "--seeds", "0,1"]) == 0
+    out = capsys.readouterr().out
+    assert "| CBoW-FFN NoDs |" in out and "120 / 260 (paper S-train 260) / 60" in out and "table3.json" in out
+
+
+def test_missing_speed_teacher_warns(first, setup, caplog):
+    task = pipeline.load_task(reproduce.run_config("sst2", SIZES[0], 0, setup))
+    teacher_dir = reproduce.Path(first[0]["runs"][0]["run"]) / "teacher"
+    assert reproduce.time_reference("mpnet-base", task, teacher_dir) is None
+    assert "fetch-teacher mpnet-base" in caplog.text
+
+
+def test_cli_parses_into_setup():
+    a = build_parser().parse_args(["reproduce", "table2", "--datasets", "sst2,cola", "--seeds", "0,1",
+                                   "--teacher", "mpnet-base,imdb=minilm", "--transfer-scale", "0.05", "--peers", ""])
+    s = reproduce.setup_from_args(a)
+    assert a.datasets == ["sst2", "cola"] and s.seeds == (0, 1) and s.transfer_scale == 0.05 and s.peers == ()
+    assert s.teacher_for("sst2") == "mpnet-base" and s.teacher_for("imdb") == "minilm"
+    assert build_parser().parse_args(["reproduce", "curves", "--sizes", "50,100"]).sizes == [50, 100]
