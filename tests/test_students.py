@@ -13,7 +13,7 @@ from tinydistill.students import ARCHITECTURES, BiLSTMConfig, CBoWConfig, CNNCon
 SMALL = {"cbow": CBoWConfig(embed_dim=8, hidden_dim=16),
          "bilstm": BiLSTMConfig(embed_dim=16, hidden_dim=16, dropout=0.0),
          "cnn": CNNConfig(embed_dim=8, filters=8)}
-FAST = TrainConfig(epochs=30, min_steps=0, lr=1e-2, batch_size=16, patience=100)
+FAST = TrainConfig(epochs=60, min_steps=0, lr=1e-2, batch_size=16, patience=100)
 
 
 @pytest.mark.parametrize("kind", sorted(ARCHITECTURES))

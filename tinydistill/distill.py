@@ -68,6 +68,21 @@ def _batch(tokens: np.ndarray, lengths: np.ndarray, rows: np.ndarray) -> tuple[t
     return torch.from_numpy(tokens[rows, :width]), torch.from_numpy(lengths[rows])
 
 
+def _batches(rows: np.ndarray, lengths: np.ndarray, size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Shuffled batches of similar lengths: sort within random chunks of 50 batches, then shuffle the batches.
+
+    Texts of a batch are padded to its longest, so mixing lengths wastes most of a recurrent student's time.
+    """
+    perm = rng.permutation(rows)
+    batches = []
+    chunk = size * 50
+    for start in range(0, len(perm), chunk):
+        part = perm[start: start + chunk]
+        part = part[np.argsort(lengths[part], kind="stable")]
+        batches += [part[i: i + size] for i in range(0, len(part), size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
 def _loss(scores: torch.Tensor, target: torch.Tensor, hard: torch.Tensor | None, c: TrainConfig) -> torch.Tensor:
     if target.dtype == torch.long:  # NoDs: gold labels only
         return nn.functional.cross_entropy(scores, target)
@@ -132,9 +147,7 @@ def _fit(module: nn.Module, ids: Sequence[Sequence[int]], y: np.ndarray, c: Trai
     module.train()
     bar = tqdm(total=total, desc=desc, disable=not progress, leave=False, unit="step")
     while step < total:
-        perm = rng.permutation(train)
-        for start in range(0, len(perm), c.batch_size):
-            rows = perm[start: start + c.batch_size]
+        for rows in _batches(train, lengths, c.batch_size, rng):
             scores = module(*_batch(tokens, lengths, rows))
             loss = _loss(scores, target[rows], hard_t[rows] if hard_t is not None else None, c)
             optimiser.zero_grad()
@@ -147,11 +160,10 @@ def _fit(module: nn.Module, ids: Sequence[Sequence[int]], y: np.ndarray, c: Trai
                 recent = float(np.mean(losses[-50:]))
                 score = _agreement(module, val_tokens, val_lengths, gold_val) if n_val else -recent
                 bar.set_postfix(loss=f"{recent:.4f}", val=f"{score:.3f}")
-                if score > best_score:
+                # patience counts evaluations without a strict gain; on a tie the later weights are kept
+                since_best = 0 if score > best_score else since_best + 1
+                if score >= best_score:
                     best_score, best_step, best_state = score, step, copy.deepcopy(module.state_dict())
-                    since_best = 0
-                else:
-                    since_best += 1
             if step >= total or since_best >= c.patience:
                 break
         if since_best >= c.patience:

@@ -130,7 +130,7 @@ def quantize_int8(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def _onnx_module(student):
-    """The module to trace: the student's own, except the CNN, whose wrapper reads each text as if alone."""
+    """The module to trace: the student's own, except the CNN, whose padding branch is made unconditional."""
     import torch
     from torch import nn
 
@@ -139,8 +139,8 @@ def _onnx_module(student):
         return module
 
     class ExportCNN(nn.Module):
-        """Same layers; windows that would run past a text's end are zeroed before the max (see runtime._CNN),
-        and the padding to the widest window is unconditional, which keeps the graph free of branches."""
+        """Same layers and masking as students.CNN; the padding to the widest window is unconditional, which
+        keeps the traced graph free of a shape-dependent branch."""
 
         def __init__(self, cnn):
             super().__init__()

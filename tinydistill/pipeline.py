@@ -244,7 +244,7 @@ def format_table(results: dict) -> str:
     """The paper's Table 2 layout: one row per model, its score, size, compression and speedup."""
     metric = "MCC" if results["metric"] == "mcc" else "F1"
     head = f"| model | {metric} | acc | macro-F1 | params | compression | texts/s | speedup | batch-1 ms | speedup b1 |"
-    lines = [head, "|" + "---|" * head.count(" | ")]
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in results["rows"]:
         speed = (f"{r['texts_per_s']:,.0f} | x{r['speedup']:,.0f} | {r['latency_ms']:.2f} | x{r['speedup_batch1']:,.0f}"
                  if "texts_per_s" in r else "- | - | - | -")

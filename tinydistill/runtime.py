@@ -7,7 +7,7 @@
 
 The three students are re-implemented on whole batches: CBoW gathers and averages, the BiLSTM runs every
 sequence of a batch in lockstep in PyTorch's packed layout, the CNN sums per-word lookup tables. Outputs match
-the torch modules within float32 rounding; the one deliberate difference is the CNN (see `_CNN`).
+the torch modules within float32 rounding.
 This module also owns the student folder format (`FORMAT`, `read_config`, `replace_folder`), so that reading
 a folder needs no torch; `tinydistill.students` imports them from here.
 """
@@ -320,10 +320,8 @@ class _BiLSTM:
 class _CNN:
     """Kim's CNN: for each window width, max over time of relu(conv), then a linear layer.
 
-    Each text is read as if alone: padded with [PAD] to the widest window when shorter, and no window runs
-    past its end. The torch module pads a batch to its longest text and lets the shorter texts' windows run
-    into that padding (partial windows: bias plus a partial sum), so its output for a text can depend on
-    the other texts in its batch; for a text alone, or a batch of equal lengths, the two agree.
+    Each text is read as if alone, as the torch module does: padded with [PAD] to the widest window when
+    shorter, and no window that starts past its end counts.
     Every conv is a sum of per-word tables: window w at t is `bias + sum_k table_k[ids[t + k]]`.
     """
 

