@@ -31,7 +31,8 @@ def _csv(value: str) -> list[str]:
 def _data_options(p: argparse.ArgumentParser, labeled_help: str = "labels the teacher trains on") -> None:
     p.add_argument("--data", default="sst2", help="paper dataset name, a csv/tsv/jsonl/parquet file, or a hub id")
     p.add_argument("--data-dir", help="folder laid out like shared/data (default: $TINYDISTILL_DATA, else the hub)")
-    p.add_argument("--test", help="test file or split name (default: the paper's test split; a file: 20%% held out)")
+    p.add_argument("--test", help="test file or split name (default: the paper's test split; for --data FILE, "
+                   "20%% of it is held out)")
     p.add_argument("--text-column", default="text")
     p.add_argument("--label-column", default="label")
     p.add_argument("--labeled", type=int, help=f"{labeled_help} (default: the paper's size, or the whole file)")
@@ -69,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transfer-size", type=int, help="cap the transfer set at a seeded sample of this size")
     p.add_argument("--no-nods", dest="nods", action="store_false", help="skip the no-distillation twins")
     p.add_argument("--loss", default="mse", choices=["mse", "kl"], help="distillation loss (the paper: mse)")
-    p.add_argument("--no-glove", dest="glove", action="store_false", help="random embeddings for bilstm/cnn")
+    p.add_argument("--no-glove", dest="glove", action="store_false",
+                   help="random initial student embeddings instead of GloVe")
     p.add_argument("--no-speed", dest="speed", action="store_false", help="skip throughput/latency timing")
     p.add_argument("--out", default="runs/{data}-{labeled}-s{seed}", help="run folder (default: %(default)s)")
     p.set_defaults(func=cmd_run)

@@ -268,17 +268,22 @@ def init_embeddings(embedding: nn.Embedding, vocab: Vocabulary, words: Sequence[
     """Copy pre-trained vectors into the embedding rows of known words; returns how many were found.
 
     When the vectors are narrower than the embedding (GloVe 50d into the paper's 100d), they are mapped
-    through a fixed random matrix with orthonormal rows, which keeps their dot products and distances.
+    through a fixed random matrix with orthonormal rows, which keeps their dot products and distances. When
+    they are wider (GloVe 50d into the CBoW's 16d), the vocabulary's vectors are reduced to their top
+    principal directions, which keep as much of their geometry as that many dimensions can.
     """
     dim = embedding.embedding_dim
-    matrix = np.asarray(matrix, dtype=np.float32)
-    if matrix.shape[1] != dim:
-        rng = np.random.default_rng(seed)
-        q, _ = np.linalg.qr(rng.standard_normal((max(dim, matrix.shape[1]), min(dim, matrix.shape[1]))))
-        proj = q.T if matrix.shape[1] < dim else q  # (50, 100) with orthonormal rows, or (src, dim)
-        matrix = matrix @ proj.astype(np.float32)
     index = {w: i for i, w in enumerate(words)}
     rows = [(i, index[w]) for i, w in enumerate(vocab.words) if i > 1 and w in index]
+    matrix = np.asarray(matrix, dtype=np.float32)
+    if matrix.shape[1] < dim:
+        rng = np.random.default_rng(seed)
+        q, _ = np.linalg.qr(rng.standard_normal((dim, matrix.shape[1])))
+        matrix = matrix @ q.T.astype(np.float32)  # (src, dim) with orthonormal rows
+    elif matrix.shape[1] > dim and rows:
+        known = matrix[[j for _, j in rows]]
+        _, _, vt = np.linalg.svd(known - known.mean(0), full_matrices=False)
+        matrix = (matrix - known.mean(0)) @ vt[:dim].T
     if rows:
         ours, theirs = map(list, zip(*rows))
         with torch.no_grad():
