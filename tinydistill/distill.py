@@ -140,7 +140,7 @@ def _fit(module: nn.Module, ids: Sequence[Sequence[int]], y: np.ndarray, c: Trai
 
     steps_per_epoch = max(math.ceil(len(train) / c.batch_size), 1)
     total = min(max(c.epochs * steps_per_epoch, c.min_steps), c.max_steps)
-    eval_every = min(steps_per_epoch, 500)
+    eval_every = min(max(steps_per_epoch, 50), 500)  # tiny label sets: not every 3 steps on 10 held-out texts
     optimiser = torch.optim.Adam(module.parameters(), lr=c.lr, weight_decay=c.weight_decay)
     best_score, best_step, best_state = -1.0, 0, copy.deepcopy(module.state_dict())
     since_best, step, losses = 0, 0, []
