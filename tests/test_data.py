@@ -81,7 +81,7 @@ def test_non_utf8_bytes_name_the_file(tmp_path):
 
 
 def test_bad_jsonl_line_is_named(tmp_path):
-    with pytest.raises(TinyDistillError, match="d.jsonl:2: not a JSON object"):
+    with pytest.raises(TinyDistillError, match="d.jsonl:2: not valid JSON"):
         load_file(write(tmp_path / "d.jsonl", '{"text": "a", "label": 1}\n{oops\n'))
 
 

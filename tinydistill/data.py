@@ -11,7 +11,7 @@ import gzip
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,13 +98,7 @@ def _read_rows(path: Path) -> tuple[list[str], list[dict]]:
         with opener(path, "rt", encoding="utf-8", newline="") as handle:  # type: ignore[operator]
             if kind in (".jsonl", ".json", ".ndjson"):
                 rows = []
-                for number, line in enumerate(handle, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise TinyDistillError(f"{path}:{number}: not a JSON object ({exc.msg})") from None
+                for number, row in iter_json_lines(handle, str(path)):
                     if not isinstance(row, dict):
                         raise TinyDistillError(f"{path}:{number}: expected a JSON object per line")
                     rows.append(row)
@@ -122,6 +116,17 @@ def _read_rows(path: Path) -> tuple[list[str], list[dict]]:
         raise TinyDistillError(f"{path}: byte {exc.start} is not valid UTF-8; re-save the file as UTF-8") from None
     except FileNotFoundError:
         raise TinyDistillError(f"{path}: file not found") from None
+
+
+def iter_json_lines(handle: Iterable[str], where: str) -> Iterator[tuple[int, object]]:
+    """(line number, value) for each non-blank line of a JSON Lines stream; a bad line is a one-line error."""
+    for number, line in enumerate(handle, 1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise TinyDistillError(f"{where}:{number}: not valid JSON ({exc.msg})") from None
 
 
 def load_file(

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TextIO
 
 from tinydistill import runtime
+from tinydistill.data import iter_json_lines
 from tinydistill.errors import TinyDistillError
 
 INPUT_FORMATS = ("auto", "lines", "csv", "tsv", "jsonl")
@@ -121,13 +122,7 @@ def read_texts(handle: Iterable[str], fmt: str, text_column: str = "text", sourc
         for row in reader:
             yield row[text_column] or ""
     elif fmt == "jsonl":
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise TinyDistillError(f"{source}:{number}: not valid JSON ({exc.msg})") from None
+        for number, record in iter_json_lines(handle, source):
             text = record.get(text_column) if isinstance(record, dict) else record
             if not isinstance(text, str):
                 raise TinyDistillError(f"{source}:{number}: expected a JSON string or an object with a "
