@@ -11,7 +11,7 @@ import json
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -167,7 +167,7 @@ class Student:
             raise TinyDistillError("no texts to train on")
         n_classes = y.shape[1] if y.ndim == 2 else int(len(label_names) if label_names else y.max() + 1)
         config_cls, module_cls = ARCHITECTURES[self.model_type]
-        config = self.config or config_cls()
+        config = replace(self.config) if self.config else config_cls()  # a copy: fit never edits its params
         config.n_classes = n_classes
         self.vocab_ = Vocabulary.build(vocab_texts if vocab_texts is not None else texts, config.vocab_size,
                                        TokenizerConfig(max_length=config.max_length))
