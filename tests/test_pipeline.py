@@ -108,3 +108,17 @@ def test_an_augmentation_pool_joins_the_transfer_set(files, tiny_bert, tmp_path)
                          out=str(tmp_path / "pooled")), progress=False)
     assert results["sizes"]["transfer"] == 200 + 150
     assert results["rows"][1]["accuracy"] >= 0.7  # still learns the toy task from the larger set
+
+
+def test_transfer_files_of_every_kind(tmp_path):
+    import gzip
+
+    from tinydistill.pipeline import read_transfer
+
+    (tmp_path / "u.txt").write_text("one text\n\nanother text\n")
+    with gzip.open(tmp_path / "u.txt.gz", "wt") as f:
+        f.write("one text\nanother text\n")
+    (tmp_path / "u.csv").write_text("text\none text\nanother text\n")
+    (tmp_path / "u.jsonl").write_text('{"text": "one text"}\n{"text": "another text"}\n')
+    for name in ("u.txt", "u.txt.gz", "u.csv", "u.jsonl"):
+        assert read_transfer(str(tmp_path / name)) == ["one text", "another text"], name

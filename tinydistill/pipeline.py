@@ -110,7 +110,7 @@ def read_transfer(source: str) -> list[str]:
         from tinydistill.augment import read_pool
 
         return read_pool(path)
-    if path.suffix in (".txt", ".gz") and not path.name.endswith((".tsv.gz", ".csv.gz")):
+    if path.name.endswith((".txt", ".txt.gz")):  # plain text: one text a line
         import gzip
 
         opener = gzip.open if path.suffix == ".gz" else open
