@@ -203,6 +203,7 @@ def cmd_distil(a: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
+    from tinydistill.data import align_labels
     from tinydistill.evaluate import scores
     from tinydistill.pipeline import RunConfig, load_task
     from tinydistill.students import Student
@@ -213,8 +214,6 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     folder = Path(a.model)
     model = Teacher.load(folder) if (folder / "teacher.json").exists() else Student.from_pretrained(folder)
     names = list(model.label_names if isinstance(model, Teacher) else model.classes_)
-    from tinydistill.data import align_labels
-
     test = align_labels(task.test, names)
     pred = model.predict(test.texts)
     print(json.dumps({"model": str(folder), "test": test.source, **scores(test.labels or [], pred, len(names))}))

@@ -285,8 +285,7 @@ def load(source: str, split: str | None = None, data_dir: str | os.PathLike | No
     if source in PAPER_DATASETS:
         return load_paper_dataset(source, split, data_dir)
     if Path(source).suffix or Path(source).exists():
-        split_ = load_file(source, text_column, label_column, label_names)
-        return split_
+        return load_file(source, text_column, label_column, label_names)
     return load_hub(source, split or "train", text_column=text_column, label_column=label_column or "label")
 
 

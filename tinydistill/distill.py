@@ -55,7 +55,7 @@ def torch_threads(n: int) -> Iterator[None]:
 
 
 def pad_ids(ids: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
-    """Encode once into a padded int32 matrix and lengths; batches slice and trim it."""
+    """Pad id lists into one int64 matrix (what nn.Embedding takes) and their lengths; batches slice and trim it."""
     lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
     out = np.zeros((len(ids), max(int(lengths.max()) if len(ids) else 1, 1)), dtype=np.int64)
     for row, x in enumerate(ids):

@@ -124,16 +124,6 @@ ARCHITECTURES: dict[str, tuple[type, type]] = {
 }
 
 
-def batch_tensors(ids: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pad a list of id lists into a (batch, longest) tensor and their lengths."""
-    lengths = torch.tensor([len(x) for x in ids], dtype=torch.long)
-    out = torch.zeros(len(ids), max(int(lengths.max()) if len(ids) else 1, 1), dtype=torch.long)
-    for row, x in enumerate(ids):
-        if x:
-            out[row, : len(x)] = torch.tensor(x, dtype=torch.long)
-    return out, lengths
-
-
 class Student:
     """A tiny text classifier with scikit-learn verbs.
 
@@ -187,7 +177,7 @@ class Student:
     @torch.no_grad()
     def logits(self, texts: Sequence[str], batch_size: int = 512) -> np.ndarray:
         """Raw scores, shape (n, classes); batches are sorted by length so padding stays small."""
-        from tinydistill.distill import torch_threads
+        from tinydistill.distill import pad_ids, torch_threads
 
         self.module_.eval()
         ids = self.vocab_.encode_batch(texts)
@@ -196,8 +186,8 @@ class Student:
         with torch_threads(1):  # one core per student: tiny matrices, and it keeps speed claims conservative
             for start in range(0, len(ids), batch_size):
                 rows = order[start: start + batch_size]
-                tokens, lengths = batch_tensors([ids[i] for i in rows])
-                out[rows] = self.module_(tokens, lengths).numpy()
+                tokens, lengths = pad_ids([ids[i] for i in rows])
+                out[rows] = self.module_(torch.from_numpy(tokens), torch.from_numpy(lengths)).numpy()
         return out
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
