@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 from conftest import toy_texts
 
-from tinydistill import data, evaluate, pipeline, reproduce
+from tinydistill import data, evaluate, pipeline, reproduce, tables
 from tinydistill.cli import build_parser, main
 from tinydistill.pipeline import RunConfig
 from tinydistill.reproduce import Setup
@@ -49,7 +49,7 @@ def setup(tiny_bert, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def first(setup):
-    return reproduce.table2(["sst2"], setup), reproduce.table3(SIZES, setup)
+    return tables.table2(["sst2"], setup), tables.table3(SIZES, setup)
 
 
 def test_table2_mean_std_paper_column_and_sizes(first, setup):
@@ -83,7 +83,7 @@ def test_table3_low_and_high(first):
 
 def test_curves_write_png(first, setup):
     pytest.importorskip("matplotlib")
-    result = reproduce.curves(["sst2"], SIZES, setup)  # every run and peer comes from the tables' folders
+    result = tables.curves(["sst2"], SIZES, setup)  # every run and peer comes from the tables' folders
     for name in result["plots"]:
         png = (reproduce.Path(setup.out) / name).read_bytes()
         assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 1000
@@ -105,12 +105,12 @@ def test_rerun_recomputes_nothing(first, setup, monkeypatch, capsys):
     monkeypatch.setattr(tinydistill.peers.Peer, "fit", fail)
     monkeypatch.setattr(tinydistill.augment, "write_pool", fail)
     monkeypatch.setattr(tinydistill.teacher.LogitCache, "put", fail)  # every teacher logit comes from the cache
-    again = reproduce.table2(["sst2"], setup), reproduce.table3(SIZES, setup)
+    again = tables.table2(["sst2"], setup), tables.table3(SIZES, setup)
     for before, after in zip(first, again):
         assert [r["headline"] for r in before["summary"]] == [r["headline"] for r in after["summary"]]
 
     # the sub-command prints the table with every size used (its options map onto this test's setup)
-    monkeypatch.setattr(reproduce, "setup_from_args", lambda a: replace(setup, seeds=tuple(a.seeds)))
+    monkeypatch.setattr(tables, "setup_from_args", lambda a: replace(setup, seeds=tuple(a.seeds)))
     assert main(["-q", "reproduce", "table3", "--sizes", "40,120", "--seeds", "0,1"]) == 0
     out = capsys.readouterr().out
     assert "| CBoW-FFN NoDs |" in out and "120 / 260 (paper S-train 260) / 60" in out and "table3.json" in out
@@ -126,7 +126,33 @@ def test_missing_speed_teacher_warns(first, setup, caplog):
 def test_cli_parses_into_setup():
     a = build_parser().parse_args(["reproduce", "table2", "--datasets", "sst2,cola", "--seeds", "0,1",
                                    "--teacher", "mpnet-base,imdb=minilm", "--transfer-scale", "0.05", "--peers", ""])
-    s = reproduce.setup_from_args(a)
+    s = tables.setup_from_args(a)
     assert a.datasets == ["sst2", "cola"] and s.seeds == (0, 1) and s.transfer_scale == 0.05 and s.peers == ()
     assert s.teacher_for("sst2") == "mpnet-base" and s.teacher_for("imdb") == "minilm"
     assert build_parser().parse_args(["reproduce", "curves", "--sizes", "50,100"]).sizes == [50, 100]
+
+
+def test_teachers_table_compares_recipes_and_resumes(setup, monkeypatch):
+    sized = replace(setup, test_size=30)
+    result = tables.teachers(["sst2"], sized, recipes=("paper", "strong-early-stop"))
+    rows = {r["recipe"]: r for r in result["summary"]}
+    assert set(rows) == {"paper", "strong-early-stop"}
+    for row in rows.values():
+        assert row["runs"] == 2 and len(row["headline"]["values"]) == 2 and row["texts_per_s"]["mean"] > 0
+        assert row["seconds"]["mean"] > 0 and row["steps"]["mean"] >= 1
+    assert rows["paper"]["held_out"] is None and 0 <= rows["strong-early-stop"]["held_out"]["mean"] <= 1
+    assert {r["sizes"]["test"] for r in result["runs"]} == {30}  # one stratified sample of the 60 test texts
+    assert {r["run"].rsplit("-", 1)[-1] for r in result["runs"]} == {"paper", "stop"}  # a folder per recipe
+    md = open(result["markdown"]).read()
+    assert "| SST-2 | 40 | " in md and "| 83.5 |" in md and "40 / 30 (" in md
+
+    monkeypatch.setattr(pipeline, "train_teacher", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
+    again = tables.teachers(["sst2"], sized, recipes=("paper", "strong-early-stop"))
+    assert [r["headline"] for r in again["summary"]] == [r["headline"] for r in result["summary"]]
+
+
+def test_test_size_is_one_sample_for_every_seed(setup):
+    config = replace(reproduce.run_config("sst2", SIZES[0], 0, setup), test_size=20)
+    tasks = [pipeline.load_task(replace(config, seed=seed)) for seed in (0, 1)]
+    assert len(tasks[0].test) == 20 and tasks[0].test.texts == tasks[1].test.texts
+    assert sorted(set(tasks[0].test.labels)) == [0, 1]

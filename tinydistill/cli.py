@@ -28,7 +28,8 @@ def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def _data_options(p: argparse.ArgumentParser, labeled_help: str = "labels the teacher trains on") -> None:
+def _data_options(p: argparse.ArgumentParser, labeled_help: str = "labels the teacher trains on",
+                  scored: bool = True) -> None:
     p.add_argument("--data", default="sst2", help="paper dataset name, a csv/tsv/jsonl/parquet file, or a hub id")
     p.add_argument("--data-dir", help="folder laid out like shared/data (default: $TINYDISTILL_DATA, else the hub)")
     p.add_argument("--test", help="test file or split name (default: the paper's test split; for --data FILE, "
@@ -36,14 +37,17 @@ def _data_options(p: argparse.ArgumentParser, labeled_help: str = "labels the te
     p.add_argument("--text-column", default="text")
     p.add_argument("--label-column", default="label")
     p.add_argument("--labeled", type=int, help=f"{labeled_help} (default: the paper's size, or the whole file)")
+    if scored:
+        p.add_argument("--test-size", type=int, help="score on a stratified sample of this many test texts (quicker)")
     p.add_argument("--seed", type=int, default=0)
 
 
 def _teacher_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher", default="minilm", help="minilm (packaged), mpnet-base (see fetch-teacher), a folder "
                    "or a hub id")
-    p.add_argument("--recipe", default="strong", help="teacher fine-tuning recipe: strong (default) or paper "
-                   "(3 epochs, lr 5e-5, batch 16)")
+    p.add_argument("--recipe", default="strong", help="teacher fine-tuning recipe: strong (default), "
+                   "strong-early-stop (holds 20%% of the labels out, keeps the best checkpoint) or paper (3 epochs, "
+                   "lr 5e-5, batch 16)")
     p.add_argument("--teacher-epochs", type=float, help="override the recipe's epochs")
     p.add_argument("--teacher-lr", type=float, help="override the recipe's learning rate")
     p.add_argument("--max-length", type=int, help="teacher tokens per text")
@@ -77,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("train-teacher", help="fine-tune a teacher on a sample of labels and save it")
-    _data_options(p)
+    _data_options(p, scored=False)
     _teacher_options(p)
     p.add_argument("--out", required=True, help="folder for the fine-tuned teacher")
     p.set_defaults(func=cmd_train_teacher)
@@ -116,7 +120,7 @@ def _extensions():
     """Sub-commands that live beside their modules (augment, export, predict, serve, reproduce)."""
     import importlib
 
-    for module in ("augment", "deploy", "reproduce"):
+    for module in ("augment", "deploy", "tables"):
         try:
             mod = importlib.import_module(f"tinydistill.{module}")
         except ImportError:
@@ -132,7 +136,7 @@ def cmd_run(a: argparse.Namespace) -> None:
     from tinydistill.pipeline import RunConfig, format_table, run
 
     config = RunConfig(data=a.data, data_dir=a.data_dir, test=a.test, text_column=a.text_column,
-                       label_column=a.label_column, labeled=a.labeled, transfer=a.transfer,
+                       label_column=a.label_column, labeled=a.labeled, test_size=a.test_size, transfer=a.transfer,
                        transfer_size=a.transfer_size, teacher=a.teacher, recipe=a.recipe,
                        teacher_epochs=a.teacher_epochs, teacher_lr=a.teacher_lr, max_length=a.max_length,
                        students=a.students, nods=a.nods, loss=a.loss, glove=a.glove, seed=a.seed, out=a.out,
@@ -210,7 +214,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     from tinydistill.teacher import Teacher
 
     task = load_task(RunConfig(data=a.data, data_dir=a.data_dir, test=a.test, text_column=a.text_column,
-                               label_column=a.label_column, labeled=a.labeled, seed=a.seed))
+                               label_column=a.label_column, labeled=a.labeled, test_size=a.test_size, seed=a.seed))
     folder = Path(a.model)
     model = Teacher.load(folder) if (folder / "teacher.json").exists() else Student.from_pretrained(folder)
     names = list(model.label_names if isinstance(model, Teacher) else model.classes_)

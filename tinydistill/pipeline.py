@@ -37,6 +37,7 @@ class RunConfig:
     labeled: int | None = None  # T-train size; default the paper's (Table 1), or all labels of a user file
     transfer: list[str] = field(default_factory=list)  # extra unlabelled text: pool folders or files
     transfer_size: int | None = None  # cap on the transfer set (a seeded sample), for a quick run
+    test_size: int | None = None  # cap on the test split (one stratified sample, the same for every seed)
     teacher: str = "minilm"  # short name, local folder or hub id
     recipe: str = "strong"  # teacher recipe: "strong" (default) or "paper"
     teacher_epochs: float | None = None
@@ -89,6 +90,8 @@ def load_task(c: RunConfig) -> Task:
         size = c.labeled or len(train)
     data_mod.check_trainable(train)
     test = data_mod.align_labels(test, train.label_names)
+    if c.test_size and c.test_size < len(test):
+        test = data_mod.stratified_sample(test, c.test_size, 0)[0]
     labeled = train if size == len(train) else data_mod.stratified_sample(train, size, c.seed)[0]
     data_mod.check_trainable(labeled)
     transfer = list(train.texts) + extra
@@ -119,14 +122,14 @@ def read_transfer(source: str) -> list[str]:
     return data_mod.load_file(path, label_column=None).texts
 
 
-def _digest(*parts: object) -> str:
+def digest(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def get_teacher(c: RunConfig, task: Task, folder: Path, progress: bool = True) -> Teacher:
     """Train the teacher, or load it from the run folder when it was trained on the same labels and recipe."""
     recipe = get_recipe(c.recipe, epochs=c.teacher_epochs, lr=c.teacher_lr, max_length=c.max_length, seed=c.seed)
-    key = _digest(c.teacher, recipe.to_dict(), task.labeled.texts, task.labeled.labels)
+    key = digest(c.teacher, recipe.to_dict(), task.labeled.texts, task.labeled.labels)
     shared = cache_root() / "teachers" / key  # other runs on the same labels (a pool, other students) reuse it
     for place in (folder, shared):
         if (place / "teacher.json").exists():
@@ -194,15 +197,15 @@ def run(c: RunConfig, progress: bool = True) -> dict:
              **scores(gold, teacher_pred, n_classes), "training": teacher.info.get("training")}]
     models: dict[str, Student] = {}
     train_cfg = TrainConfig(loss=c.loss, seed=c.seed)
-    transfer_key = _digest(teacher.fingerprint, task.transfer)
+    transfer_key = digest(teacher.fingerprint, task.transfer)
     vectors = word_vectors(c.glove)
     for name in c.students:
-        key = _digest(name, train_cfg.to_dict(), transfer_key, vectors is not None)
+        key = digest(name, train_cfg.to_dict(), transfer_key, vectors is not None)
         models[name] = get_student(name, run_dir / "students" / name, key, lambda: Student(
             name, train=train_cfg, vectors=vectors).fit(task.transfer, transfer_logits, task.labeled.label_names,
                                                         progress=progress))
         if c.nods:
-            nods_key = _digest(name, train_cfg.to_dict(), task.labeled.texts, task.labeled.labels, vectors is not None)
+            nods_key = digest(name, train_cfg.to_dict(), task.labeled.texts, task.labeled.labels, vectors is not None)
             models[f"{name}-nods"] = get_student(
                 f"{name}-nods", run_dir / "students" / f"{name}-nods", nods_key,
                 lambda: Student(name, train=train_cfg, vectors=vectors).fit(
