@@ -148,8 +148,12 @@ def teachers(datasets: Sequence[str] = DATASETS, setup: Setup | None = None, nam
                            _paper(PAPER["table2"]["teacher"].get(r["dataset"])), _pm(r, "accuracy"),
                            _pm(r, "seconds", 1, 0), _pm(r, "steps", 1, 0), _pm(r, "held_out"),
                            _pm(r, "texts_per_s", 1, 1)]))
-    lines += ["", "Train s: fine-tuning wall time on this machine's cores (torch's default threads). Texts/s: "
-              "test texts through the fine-tuned teacher in batches of 64, tokenisation included."]
+    import torch
+
+    lines += ["", "Train s: fine-tuning wall time, as recorded when each teacher was trained (its teacher.json, which "
+              "also says on how many torch threads). Texts/s: test texts through the fine-tuned teacher in batches "
+              f"of 64, tokenisation included, on the {torch.get_num_threads()} torch thread(s) of the call that "
+              "scored it."]
     return _write(s, "teachers", {"datasets": list(datasets), "summary": summary, "runs": runs}, lines, started)
 
 

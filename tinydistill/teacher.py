@@ -363,6 +363,7 @@ def _train(base: str, texts: Sequence[str], labels: Sequence[int], label_names: 
         model.load_state_dict(best[2])
     model.eval()
     report = {"steps": step, "best_step": best[1] if val_texts else step, "seconds": round(time.time() - started, 1),
+              "threads": torch.get_num_threads(),
               "labels_trained": len(texts), "labels_held_out": len(val_texts),
               "held_out_accuracy": best[0] if val_texts else None}
     teacher.info["training"] = report
