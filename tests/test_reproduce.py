@@ -69,7 +69,7 @@ def test_table2_mean_std_paper_column_and_sizes(first, setup):
     md = open(result["markdown"]).read()
     assert "| model | SST-2 F1 | acc | paper |" in md and "| 83.5 |" in md and "| 79.1 |" in md
     assert "| TF-IDF + LR on teacher labels |" in md and "40 / 260 (paper S-train 260) / 60" in md
-    assert "seeds 0, 1" in md and "NOT the 109.5M one" in md
+    assert "seeds: sst2 0, 1" in md and "teacher recipe: paper, 40 epochs" in md and "NOT the 109.5M one" in md
 
 
 def test_table3_low_and_high(first):
@@ -110,7 +110,7 @@ def test_rerun_recomputes_nothing(first, setup, monkeypatch, capsys):
         assert [r["headline"] for r in before["summary"]] == [r["headline"] for r in after["summary"]]
 
     # the sub-command prints the table with every size used (its options map onto this test's setup)
-    monkeypatch.setattr(tables, "setup_from_args", lambda a: replace(setup, seeds=tuple(a.seeds)))
+    monkeypatch.setattr(tables, "setup_from_args", lambda a: replace(setup, seeds=a.seeds[None]))
     assert main(["-q", "reproduce", "table3", "--sizes", "40,120", "--seeds", "0,1"]) == 0
     out = capsys.readouterr().out
     assert "| CBoW-FFN NoDs |" in out and "120 / 260 (paper S-train 260) / 60" in out and "table3.json" in out
@@ -129,6 +129,12 @@ def test_cli_parses_into_setup():
     s = tables.setup_from_args(a)
     assert a.datasets == ["sst2", "cola"] and s.seeds == (0, 1) and s.transfer_scale == 0.05 and s.peers == ()
     assert s.teacher_for("sst2") == "mpnet-base" and s.teacher_for("imdb") == "minilm"
+    a = build_parser().parse_args(["reproduce", "table3", "--seeds", "0,1,2,imdb=0+3", "--transfer-max", "5000",
+                                   "--teacher-epochs", "3"])
+    s = tables.setup_from_args(a)
+    assert s.seeds_for("sst2") == (0, 1, 2) and s.seeds_for("imdb") == (0, 3) and s.base.teacher_epochs == 3
+    assert s.transfer_size("cola") == 5000 and s.transfer_size("agnews") == 5000  # the paper: 1M and 20K
+    assert replace(s, transfer_scale=0.1, transfer_max=None).transfer_size("agnews") == 2000
     assert build_parser().parse_args(["reproduce", "curves", "--sizes", "50,100"]).sizes == [50, 100]
 
 

@@ -43,9 +43,11 @@ class Setup:
     """What the three reproductions share; each field is an option of `tinydistill reproduce`."""
 
     seeds: tuple[int, ...] = (0, 1, 2)  # the paper reports one run; we report mean ± std over these
+    seeds_by: dict[str, tuple[int, ...]] = field(default_factory=dict)  # per-dataset seeds that override `seeds`
     teacher: str = "minilm"  # "mpnet-base" (109.5M, after `tinydistill fetch-teacher`) where the CPU time allows
     teachers: dict[str, str] = field(default_factory=dict)  # per-dataset choices that override `teacher`
     transfer_scale: float | None = None  # fraction of the paper's S-train to use when all of it takes too long
+    transfer_max: int | None = None  # at most this many transfer texts a dataset (after the scale), same reason
     test_size: int | None = None  # score on one stratified sample of each test split (IMDB's has 25,000 texts)
     augment: str = "glove"  # how SST-2/CoLA pools grow: TinyBERT word replacement from GloVe, or "tang"
     out: str = "runs/reproduce"
@@ -59,6 +61,14 @@ class Setup:
     def teacher_for(self, dataset: str) -> str:
         return self.teachers.get(dataset, self.teacher)
 
+    def seeds_for(self, dataset: str) -> tuple[int, ...]:
+        return self.seeds_by.get(dataset, self.seeds)
+
+    def transfer_size(self, dataset: str) -> int:
+        """The S-train size used: the paper's, times the scale, capped at `transfer_max`."""
+        size = max(1, round(_spec(dataset).transfer * (self.transfer_scale or 1.0)))
+        return min(size, self.transfer_max) if self.transfer_max else size
+
 
 # ------------------------------------------------------------------------------------------------ runs
 
@@ -69,7 +79,7 @@ def run_config(dataset: str, labeled: int, seed: int, s: Setup, speed: bool = Tr
 
     base = s.base or RunConfig()
     teacher, data_dir = s.teacher_for(dataset), s.data_dir or base.data_dir
-    size = max(1, round(_spec(dataset).transfer * (s.transfer_scale or 1.0)))
+    size = s.transfer_size(dataset)
     return replace(base, data=dataset, data_dir=data_dir, labeled=labeled, seed=seed, teacher=teacher,
                    students=list(s.students), transfer=[*base.transfer, *pool(dataset, size, data_dir, s)],
                    transfer_size=size, test_size=s.test_size or base.test_size,

@@ -46,7 +46,7 @@ def table2(datasets: Sequence[str] = DATASETS, setup: Setup | None = None) -> di
     """Table 2: teacher, students and peers at each dataset's paper T-train size, F1 (MCC for CoLA) beside the
     paper's, with compression and speedups; writes `<out>/table2.json` and `table2.md`; returns the JSON."""
     s, started = setup or Setup(), time.time()
-    runs = [run_one(ds, _spec(ds).labeled, seed, s, s.peers) for ds in datasets for seed in s.seeds]
+    runs = [run_one(ds, _spec(ds).labeled, seed, s, s.peers) for ds in datasets for seed in s.seeds_for(ds)]
     summary = summarize(runs)
     by = {(r["dataset"], r["model"]): r for r in summary}
     teachers = {r["dataset"]: Path(r["teacher"]).name for r in runs}
@@ -76,7 +76,7 @@ def table3(sizes: Sequence[int] = PAPER["table3_sizes"], setup: Setup | None = N
     """Table 3: SST-2 with few and many labels (the paper's 200 and 6920), students with and without
     distillation; writes `<out>/table3.json` and `table3.md`; returns the JSON."""
     s, started = setup or Setup(), time.time()
-    runs = [run_one("sst2", n, seed, s, speed=False) for n in sizes for seed in s.seeds]
+    runs = [run_one("sst2", n, seed, s, speed=False) for n in sizes for seed in s.seeds_for("sst2")]
     summary = summarize(runs)
     by = {(r["labeled"], r["model"]): r for r in summary}
     paper_sizes = list(PAPER["table3_sizes"]) + [None] * len(sizes)
@@ -99,7 +99,7 @@ def curves(datasets: Sequence[str] = ("sst2", "agnews"), sizes: Sequence[int] = 
     s, started = setup or Setup(), time.time()
     at = {ds: _spec(ds).labeled if _spec(ds).labeled in sizes else max(sizes) for ds in datasets}
     runs = [run_one(ds, n, seed, s, s.peers if n == at[ds] else (), speed=n == at[ds])
-            for ds in datasets for n in sizes for seed in s.seeds]
+            for ds in datasets for n in sizes for seed in s.seeds_for(ds)]
     summary = summarize(runs)
     Path(s.out).mkdir(parents=True, exist_ok=True)
     lines = ["# F1 x 100 (MCC for CoLA) against labelled examples, mean ± std over seeds", ""]
@@ -129,7 +129,7 @@ def teachers(datasets: Sequence[str] = DATASETS, setup: Setup | None = None, nam
     held-out score (recipes that hold labels out) and batch-64 throughput; writes `<out>/teachers.json` and `.md`."""
     s, started = setup or Setup(), time.time()
     runs = [teacher_run(ds, _spec(ds).labeled, seed, name, recipe, s) for ds in datasets
-            for name in (names or [s.teacher_for(ds)]) for recipe in recipes for seed in s.seeds]
+            for name in (names or [s.teacher_for(ds)]) for recipe in recipes for seed in s.seeds_for(ds)]
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in runs:
         groups[(r["dataset"], r["teacher"], r["recipe"])].append(r)
@@ -192,7 +192,7 @@ def _write(s: Setup, name: str, result: dict, lines: list[str], started: float) 
     """Add the footer (every size used, seeds, machine, timing), write `<out>/<name>.json` and `.md`."""
     import torch
 
-    from tinydistill.pipeline import write_json
+    from tinydistill.pipeline import RunConfig, write_json
 
     runs, out, seen = result["runs"], Path(s.out), set()
     lines += ["", f"Sizes used (labelled{'' if name == 'teachers' else ' / transfer'} / test texts):"]
@@ -200,10 +200,12 @@ def _write(s: Setup, name: str, result: dict, lines: list[str], started: float) 
         if (r["dataset"], r["labeled"]) not in seen:
             seen.add((r["dataset"], r["labeled"]))
             z, ref = r["sizes"], r["reference"]
-            scale = f" x {s.transfer_scale:g}, scaled down to fit this machine's time" if s.transfer_scale else ""
+            paper_size = _spec(r["dataset"]).transfer
+            scale = (f", scaled down to {s.transfer_size(r['dataset']):,} to fit this machine's time"
+                     if s.transfer_size(r["dataset"]) < paper_size else "")
             speed = "" if ref is None else (f"; speed against {Path(ref['name']).name} ({_count(ref['params'])} "
                                             f"params, {ref['timed']}{'' if _full(ref) else ', NOT the 109.5M one'})")
-            transfer = (f" / {z['transfer']:,} (paper S-train {_spec(r['dataset']).transfer:,}{scale})"
+            transfer = (f" / {z['transfer']:,} (paper S-train {paper_size:,}{scale})"
                         if "transfer" in z else "")
             teacher = "" if name == "teachers" else f"; teacher {Path(r['teacher']).name}"  # rows name theirs
             lines.append(f"- {r['dataset']}, {r['labeled']} labels: {z['labeled']:,}{transfer} / {z['test']:,} "
@@ -212,9 +214,15 @@ def _write(s: Setup, name: str, result: dict, lines: list[str], started: float) 
                "torch_threads": torch.get_num_threads(), "python": platform.python_version()}
     tuning = sum(json.loads((Path(r["run"]) / "teacher" / "teacher.json").read_text()).get("training", {})
                  .get("seconds", 0) for r in runs)
-    lines.append(f"- seeds {', '.join(map(str, s.seeds))} (mean ± sample std); machine {machine['processor']}, "
+    seeds = "; ".join(f"{ds} {', '.join(map(str, s.seeds_for(ds)))}"
+                      for ds in dict.fromkeys(r["dataset"] for r in runs))
+    lines.append(f"- seeds: {seeds} (mean ± sample std); machine {machine['processor']}, "
                  f"{machine['cores']} cores; this call {time.time() - started:,.0f} s (a rerun reuses finished "
                  f"work), teacher fine-tuning {tuning:,.0f} s in all")
+    base = s.base or RunConfig()
+    if name != "teachers":
+        lines.append(f"- teacher recipe: {base.recipe}" + (f", {base.teacher_epochs:g} epochs (or its minimum steps)"
+                                                           if base.teacher_epochs else ""))
     if any(r["reference"] for r in runs):
         lines.append("- speed: each model timed in one process with its reference, batched (teacher-size models 64 "
                      "a batch, students and peers 512) and at batch 1; a reference timed as a base encoder with a "
@@ -286,11 +294,26 @@ def _ints(value: str) -> list[int]:
     return [int(v) for v in _csv(value)]
 
 
+def _seeds(value: str) -> dict[str | None, tuple[int, ...]]:
+    """`0,1,2,imdb=0` -> {None: (0, 1, 2), "imdb": (0,)}: seeds for every dataset, then per-dataset ones."""
+    every = [v for v in _csv(value) if "=" not in v]
+    by: dict[str | None, tuple[int, ...]] = {None: tuple(int(v) for v in every) or (0,)}
+    for item in (v for v in _csv(value) if "=" in v):
+        ds, seeds = item.split("=", 1)
+        by[ds] = tuple(int(v) for v in seeds.split("+"))
+    return by
+
+
 def setup_from_args(a) -> Setup:
     """A `Setup` from `tinydistill reproduce` options; `--teacher minilm,imdb=mpnet-base` picks per dataset."""
+    from tinydistill.pipeline import RunConfig
+
     plain = [t for t in _csv(a.teacher) if "=" not in t]
-    return Setup(seeds=tuple(a.seeds), teacher=plain[-1] if plain else "minilm",
-                 transfer_scale=getattr(a, "transfer_scale", None), test_size=a.test_size,
+    epochs = getattr(a, "teacher_epochs", None)
+    return Setup(seeds=a.seeds[None], seeds_by={k: v for k, v in a.seeds.items() if k is not None},
+                 teacher=plain[-1] if plain else "minilm", transfer_scale=getattr(a, "transfer_scale", None),
+                 transfer_max=getattr(a, "transfer_max", None), test_size=a.test_size,
+                 base=RunConfig(teacher_epochs=epochs) if epochs else None,
                  teachers=dict(t.split("=", 1) for t in _csv(a.teacher) if "=" in t),
                  augment=getattr(a, "augment", "glove"), out=a.out, data_dir=a.data_dir,
                  peers=tuple(getattr(a, "peers", ())), students=tuple(getattr(a, "students", ())),
@@ -329,7 +352,8 @@ def register_cli(sub) -> None:
         if name in ("table3", "curves"):
             q.add_argument("--sizes", type=_ints, help="labels per run (default: %(default)s)", default=",".join(
                 map(str, PAPER["table3_sizes"] if name == "table3" else (50, 100, 200, 500, 1000))))
-        q.add_argument("--seeds", type=_ints, default="0,1,2", help="default: %(default)s")
+        q.add_argument("--seeds", type=_seeds, default="0,1,2", help="comma list; DATASET=A+B entries choose per "
+                       "dataset, e.g. 0,1,2,imdb=0 (default: %(default)s)")
         if name == "teachers":
             q.add_argument("--teacher", default="minilm", help="comma list of teachers to compare: minilm, "
                            "mpnet-base, a folder or a hub id (default: %(default)s)")
@@ -340,6 +364,10 @@ def register_cli(sub) -> None:
                            "per dataset, e.g. mpnet-base,imdb=minilm (default: %(default)s)")
             q.add_argument("--transfer-scale", type=float, help="use this fraction of the paper's S-train (e.g. "
                            "0.05) where all of it does not fit the time; the table says so")
+            q.add_argument("--transfer-max", type=int, help="at most this many transfer texts a dataset (after "
+                           "--transfer-scale); the table says so")
+            q.add_argument("--teacher-epochs", type=float, help="override the recipe's epochs (its minimum step count "
+                           "still holds), e.g. 3 for the paper's 6920-label SST-2 teacher")
             q.add_argument("--augment", default="glove", choices=["glove", "tang"], help="how SST-2/CoLA pools grow")
             q.add_argument("--students", type=_csv, default="cbow,bilstm", help="comma list of cbow, bilstm, cnn")
             q.add_argument("--speed-teacher", help="a 109.5M encoder to time beside the students when the teacher "
