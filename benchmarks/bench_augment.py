@@ -19,7 +19,7 @@ from collections import Counter
 
 import torch
 
-from tinydistill import augment
+from tinydistill import augment, pools
 from tinydistill.data import load_paper_dataset
 
 
@@ -94,7 +94,7 @@ def main() -> None:
     if args.pool_size:
         with tempfile.TemporaryDirectory() as out:
             start = time.perf_counter()
-            augment.augment_command("sst2", "train", args.pool_size, out, data_dir=args.data_dir)
+            pools.augment_command("sst2", "train", args.pool_size, out, data_dir=args.data_dir)
             seconds = time.perf_counter() - start
             manifest = json.loads(open(os.path.join(out, "manifest.json")).read())
             lines = sum(shard["lines"] for shard in manifest["shards"])

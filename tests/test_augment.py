@@ -9,21 +9,19 @@ import sys
 import numpy as np
 import pytest
 
-from tinydistill import augment
+from tinydistill import augment, pools
 from tinydistill.augment import (
     STOP_WORDS,
     TangOps,
-    augment_command,
     build_neighbour_table,
     iter_augmented,
     load_glove,
     load_mlm,
     mlm_candidates,
-    read_pool,
     split_words,
-    write_pool,
 )
 from tinydistill.errors import TinyDistillError
+from tinydistill.pools import augment_command, read_pool, write_pool
 
 ADJ = ["good", "great", "fine", "superb", "bad", "awful", "poor", "dull"]
 NOUN = ["film", "movie", "plot", "story", "actor", "cast"]
@@ -211,7 +209,7 @@ def test_pool_is_sized_distinct_and_read_back(tmp_path):
 
 
 def test_pool_stops_when_no_new_variant_exists(tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="tinydistill.augment"):
+    with caplog.at_level(logging.WARNING, logger="tinydistill.pools"):
         path = write_pool(["the film"], tmp_path, 10, n=5, neighbours={"film": ["movie"]}, progress=False)
     assert read_pool(path) == ["the movie"]
     assert "only 1 distinct variants" in caplog.text
@@ -220,7 +218,7 @@ def test_pool_stops_when_no_new_variant_exists(tmp_path, caplog):
 def test_pool_resumes_after_a_kill_without_duplicates_or_losses(tmp_path, monkeypatch):
     settings = dict(size=70, n=6, neighbours=TABLE, shard_size=10, seed=5, progress=False)
     whole = read_pool(write_pool(CORPUS, tmp_path / "whole", **settings))
-    real_write, calls = augment._write_atomic, []
+    real_write, calls = pools._write_atomic, []
 
     def killed_on_the_seventh_write(path, data):  # shard, manifest, shard, manifest, ... then the kill
         calls.append(path)
@@ -229,10 +227,10 @@ def test_pool_resumes_after_a_kill_without_duplicates_or_losses(tmp_path, monkey
             raise KeyboardInterrupt
         real_write(path, data)
 
-    monkeypatch.setattr(augment, "_write_atomic", killed_on_the_seventh_write)
+    monkeypatch.setattr(pools, "_write_atomic", killed_on_the_seventh_write)
     with pytest.raises(KeyboardInterrupt):
         write_pool(CORPUS, tmp_path / "killed", **settings)
-    monkeypatch.setattr(augment, "_write_atomic", real_write)
+    monkeypatch.setattr(pools, "_write_atomic", real_write)
     with pytest.raises(TinyDistillError, match="unfinished"):
         read_pool(tmp_path / "killed")
     with pytest.raises(TinyDistillError, match="seed differ"):

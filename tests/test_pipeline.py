@@ -37,6 +37,7 @@ def test_pipeline_end_to_end_and_resume(files, tiny_bert, tmp_path, monkeypatch)
     assert rows["teacher"]["accuracy"] >= 0.8
     assert rows["cbow"]["accuracy"] >= 0.7 and rows["cbow"]["params"] < rows["teacher"]["params"]  # chance: 0.5
     assert rows["cbow"]["texts_per_s"] > 0 and rows["cbow"]["compression"] > 1
+    assert rows["cbow"]["torch_texts_per_s"] > 0 and rows["cbow"]["torch_latency_ms"] > 0  # beside the runtime's
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved["rows"][1]["accuracy"] == rows["cbow"]["accuracy"]
     assert "| cbow |" in (tmp_path / "run" / "results.md").read_text()
@@ -98,8 +99,8 @@ def test_stage_commands_chain(files, tiny_bert, tmp_path, capsys):
 
 
 def test_an_augmentation_pool_joins_the_transfer_set(files, tiny_bert, tmp_path):
-    from tinydistill.augment import write_pool
     from tinydistill.data import load_file
+    from tinydistill.pools import write_pool
 
     train = load_file(files[0])
     neighbours = {"good": ["fine", "great"], "bad": ["poor", "awful"], "film": ["movie"]}

@@ -96,14 +96,14 @@ def test_rerun_recomputes_nothing(first, setup, monkeypatch, capsys):
     def fail(*args, **kwargs):
         raise AssertionError("recomputed on a rerun")
 
-    import tinydistill.augment
     import tinydistill.peers
+    import tinydistill.pools
     import tinydistill.teacher
 
     monkeypatch.setattr(pipeline, "train_teacher", fail)
     monkeypatch.setattr(pipeline.Student, "fit", fail)
     monkeypatch.setattr(tinydistill.peers.Peer, "fit", fail)
-    monkeypatch.setattr(tinydistill.augment, "write_pool", fail)
+    monkeypatch.setattr(tinydistill.pools, "write_pool", fail)
     monkeypatch.setattr(tinydistill.teacher.LogitCache, "put", fail)  # every teacher logit comes from the cache
     again = tables.table2(["sst2"], setup), tables.table3(SIZES, setup)
     for before, after in zip(first, again):

@@ -120,7 +120,7 @@ def _extensions():
     """Sub-commands that live beside their modules (augment, export, predict, serve, reproduce)."""
     import importlib
 
-    for module in ("augment", "deploy", "tables"):
+    for module in ("pools", "deploy", "tables"):
         try:
             mod = importlib.import_module(f"tinydistill.{module}")
         except ImportError:

@@ -6,6 +6,7 @@ the same settings, so a killed run resumes where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -110,7 +111,7 @@ def read_transfer(source: str) -> list[str]:
     """Unlabelled texts from an augmentation pool folder or a text/CSV/JSONL file."""
     path = Path(source)
     if path.is_dir():
-        from tinydistill.augment import read_pool
+        from tinydistill.pools import read_pool
 
         return read_pool(path)
     if path.name.endswith((".txt", ".txt.gz")):  # plain text: one text a line
@@ -216,7 +217,7 @@ def run(c: RunConfig, progress: bool = True) -> dict:
                      **scores(gold, student.predict(task.test.texts), n_classes)})
 
     if c.speed:
-        measure_speed(rows, teacher, models, task.test.texts)
+        measure_speed(rows, teacher, models, task.test.texts, run_dir / "students")
     teacher_params = rows[0]["params"]
     for row in rows:
         row["compression"] = teacher_params / row["params"]
@@ -229,16 +230,35 @@ def run(c: RunConfig, progress: bool = True) -> dict:
     return results
 
 
-def measure_speed(rows: list[dict], teacher: Teacher, models: dict[str, Student], texts: list[str]) -> None:
-    """Batched throughput and batch-1 latency for every model, in this one process, on the same texts."""
+def measure_speed(rows: list[dict], teacher: Teacher, models: dict[str, Student], texts: list[str],
+                  folder: Path) -> None:
+    """Batched throughput and batch-1 latency for every model, in this one process, on the same texts.
+
+    Students are timed as they are deployed: their saved folders (`folder/<name>`) through the numpy runtime that
+    `tinydistill predict` and `serve` use, on one thread; the torch module's figures are kept beside (`torch_*`).
+    """
+    from tinydistill import runtime
+
     t_rate = throughput(lambda b: teacher.logits(b, progress=False), texts, batch_size=64, min_seconds=2.0,
                         max_texts=512)
     t_lat = latency(lambda b: teacher.logits(b, progress=False), texts, n=50)
     rows[0].update(texts_per_s=t_rate, latency_ms=t_lat * 1e3, speedup=1.0, speedup_batch1=1.0)
-    for row, student in zip(rows[1:], models.values()):
-        rate = throughput(student.logits, texts, batch_size=512)
-        lat = latency(student.logits, texts)
-        row.update(texts_per_s=rate, latency_ms=lat * 1e3, speedup=rate / t_rate, speedup_batch1=t_lat / lat)
+    for row, (name, student) in zip(rows[1:], models.items()):
+        deployed = runtime.load(folder / name)
+        with one_blas_thread():
+            rate, lat = throughput(deployed.logits, texts, batch_size=512), latency(deployed.logits, texts)
+        row.update(texts_per_s=rate, latency_ms=lat * 1e3, speedup=rate / t_rate, speedup_batch1=t_lat / lat,
+                   torch_texts_per_s=throughput(student.logits, texts, batch_size=512),
+                   torch_latency_ms=latency(student.logits, texts) * 1e3)
+
+
+def one_blas_thread():
+    """numpy's BLAS on one thread (threadpoolctl comes with scikit-learn), as the torch students run."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1)
 
 
 def write_json(path: Path, obj: dict) -> None:

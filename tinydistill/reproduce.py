@@ -103,9 +103,9 @@ def pool(dataset: str, size: int, data_dir: str | None, s: Setup) -> list[str]:
     folder = Path(s.out) / "pools" / f"{dataset}-{s.augment}-{need}"
     manifest = folder / "manifest.json"
     if not (manifest.exists() and json.loads(manifest.read_text()).get("complete")):
-        from tinydistill import augment  # a finished pool is not reopened: write_pool would rebuild its candidates
+        from tinydistill import pools  # a finished pool is not reopened: write_pool would rebuild its candidates
 
-        augment.write_pool(sentences, folder, need, method=s.augment, progress=s.progress)
+        pools.write_pool(sentences, folder, need, method=s.augment, progress=s.progress)
     return [str(folder)]
 
 

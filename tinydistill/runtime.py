@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from collections.abc import Sequence
 from itertools import chain, repeat
@@ -26,7 +25,7 @@ import numpy as np
 
 from tinydistill import words
 from tinydistill.errors import TinyDistillError
-from tinydistill.words import Vocabulary, tokenize
+from tinydistill.words import Vocabulary
 
 FORMAT = "tinydistill-student"
 MODEL_TYPES = ("cbow", "bilstm", "cnn")
@@ -106,59 +105,18 @@ def load_weights(path: Path) -> dict[str, np.ndarray]:
 
 # ---------------------------------------------------------------------------------------------- tokens
 
-# The fast path below is proved equal to `words.tokenize` for this pattern only; another pattern turns it off.
-# Its first alternative, the augmentation's "[mask]" token, needs a "[": texts with one take `words.tokenize`.
-_VERIFIED_PATTERN = r"\[mask\]|[^\W_]+(?:'[^\W_]+)?|'[^\W_]+|[^\w\s]"
-_VERIFIED_FLAGS = re.UNICODE | re.IGNORECASE
-_ASCII = [chr(i) for i in range(128)]
-_ALNUM = "".join(c for c in _ASCII if re.fullmatch(r"[^\W_]", c, _VERIFIED_FLAGS))
-# On text already spread by `_ascii_table` (only letters, digits, apostrophes, spaced-out marks and spaces left)
-# and free of "[", this is `words._TOKEN`: the other alternatives, with the classes spelled out for ASCII.
-_ASCII_TOKEN = re.compile(f"[{_ALNUM}]+(?:'[{_ALNUM}]+)?|'[{_ALNUM}]+|[^{_ALNUM} ]")
-
-
-def _ascii_table(lowercase: bool) -> dict[int, str]:
-    """A `str.translate` table that turns ASCII text into its tokens separated by spaces.
-
-    Without "[", every token of `words.tokenize` is a run of letters/digits (with at most one inner apostrophe)
-    or a single other mark, and no token holds whitespace or `_`. So surrounding each mark with spaces and blanking
-    whitespace and `_` changes no token, and without apostrophes the tokens are then just `str.split()`.
-    The classes come from the pattern itself, character by character.
-    """
-    table = {}
-    for c in _ASCII:
-        if c in _ALNUM:
-            table[ord(c)] = c.lower() if lowercase else c
-        elif c == "'":
-            table[ord(c)] = c
-        elif re.fullmatch(r"[^\w\s]", c, _VERIFIED_FLAGS):
-            table[ord(c)] = f" {c} "
-        else:  # whitespace and `_`: never part of a token
-            table[ord(c)] = " "
-    return table
-
 
 class Encoder:
     """`Vocabulary.encode` over a batch, returning flat ids and lengths.
 
-    Tokenising is most of the runtime's time (the regex costs ~10 us per sentence), so ASCII texts take a
-    `str.translate` + `str.split` path that gives the same tokens (tests fuzz it against `words.tokenize`);
-    other texts, and texts with a "[", go through `words.tokenize` itself.
+    Tokenising is most of the runtime's time, so `tokens` is `words.fast_tokenizer`: the tokens of
+    `words.tokenize`, by a faster path for ASCII texts.
     """
 
     def __init__(self, vocab: Vocabulary):
         self.vocab = vocab
-        self.lowercase = vocab.config.lowercase
         self.max_length = vocab.config.max_length
-        fast = words._TOKEN.pattern == _VERIFIED_PATTERN and words._TOKEN.flags == _VERIFIED_FLAGS
-        self.table = _ascii_table(self.lowercase) if fast else None
-
-    def tokens(self, text: str) -> list[str]:
-        """The tokens of one text, exactly as `words.tokenize` gives them (before `max_length`)."""
-        if self.table is not None and text.isascii() and "[" not in text:
-            spread = text.translate(self.table)
-            return spread.split() if "'" not in spread else _ASCII_TOKEN.findall(spread)
-        return tokenize(text, self.lowercase)
+        self.tokens = words.fast_tokenizer(vocab.config.lowercase)
 
     def __call__(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(flat int64 ids of all texts, one after the other; int64 lengths)."""

@@ -225,8 +225,9 @@ def _write(s: Setup, name: str, result: dict, lines: list[str], started: float) 
                                                            if base.teacher_epochs else ""))
     if any(r["reference"] for r in runs):
         lines.append("- speed: each model timed in one process with its reference, batched (teacher-size models 64 "
-                     "a batch, students and peers 512) and at batch 1; a reference timed as a base encoder with a "
-                     "fresh head costs what a fine-tuned one does. Compression is against 109.5M parameters.")
+                     "a batch, students and peers 512) and at batch 1, tokenising included; students as deployed, "
+                     "through the numpy runtime on one thread. A reference timed as a base encoder with a fresh "
+                     "head costs what a fine-tuned one does. Compression is against 109.5M parameters.")
     if any(r["reference"] and not _full(r["reference"]) for r in runs):
         lines.append("- `--speed-teacher mpnet-base` (after `tinydistill fetch-teacher mpnet-base`) also times the "
                      "109.5M teacher beside the students.")

@@ -1,14 +1,15 @@
 """Word-level tokenizer and vocabulary shared by the torch students and the numpy runtime.
 
 Pure Python (no numpy, no torch) so that the runtime can import it anywhere; both sides tokenise
-through this one function, so exported students see exactly the ids they were trained on.
+through `tokenize` (the runtime through `fast_tokenizer`, which gives the same tokens), so exported students
+see exactly the ids they were trained on.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,6 +31,61 @@ class TokenizerConfig:
 def tokenize(text: str, lowercase: bool = True) -> list[str]:
     """Split text into words and punctuation marks."""
     return _TOKEN.findall(text.lower() if lowercase else text)
+
+
+# ------------------------------------------------------------------------------------- fast tokenising
+
+# The fast path below is proved equal to `tokenize` for this pattern only; another `_TOKEN` turns it off.
+# Its first alternative, the augmentation's "[mask]" token, needs a "[": texts with one take `tokenize`.
+_VERIFIED_PATTERN = r"\[mask\]|[^\W_]+(?:'[^\W_]+)?|'[^\W_]+|[^\w\s]"
+_VERIFIED_FLAGS = re.UNICODE | re.IGNORECASE
+_FAST = _TOKEN.pattern == _VERIFIED_PATTERN and _TOKEN.flags == _VERIFIED_FLAGS
+_ASCII = [chr(i) for i in range(128)]
+_ALNUM = "".join(c for c in _ASCII if re.fullmatch(r"[^\W_]", c, _VERIFIED_FLAGS))
+# On text already spread by `_ascii_table` (only letters, digits, apostrophes, spaced-out marks and spaces left)
+# and free of "[", this is `_TOKEN`: the other alternatives, with the classes spelled out for ASCII.
+_ASCII_TOKEN = re.compile(f"[{_ALNUM}]+(?:'[{_ALNUM}]+)?|'[{_ALNUM}]+|[^{_ALNUM} ]")
+
+
+def _ascii_table(lowercase: bool) -> dict[int, str]:
+    """A `str.translate` table that turns ASCII text into its tokens separated by spaces.
+
+    Without "[", every token of `tokenize` is a run of letters/digits (with at most one inner apostrophe)
+    or a single other mark, and no token holds whitespace or `_`. So surrounding each mark with spaces and blanking
+    whitespace and `_` changes no token, and without apostrophes the tokens are then just `str.split()`.
+    The classes come from the pattern itself, character by character.
+    """
+    table = {}
+    for c in _ASCII:
+        if c in _ALNUM:
+            table[ord(c)] = c.lower() if lowercase else c
+        elif c == "'":
+            table[ord(c)] = c
+        elif re.fullmatch(r"[^\w\s]", c, _VERIFIED_FLAGS):
+            table[ord(c)] = f" {c} "
+        else:  # whitespace and `_`: never part of a token
+            table[ord(c)] = " "
+    return table
+
+
+def fast_tokenizer(lowercase: bool = True) -> Callable[[str], list[str]]:
+    """A function that gives exactly the tokens of `tokenize(text, lowercase)`, faster on ASCII text.
+
+    The regex costs ~10 us per sentence, most of the runtime's time, so ASCII texts take a `str.translate` +
+    `str.split` path that gives the same tokens (tests fuzz it against `tokenize`); other texts, and texts
+    with a "[", go through `tokenize` itself.
+    """
+    if not _FAST:
+        return lambda text: tokenize(text, lowercase)
+    table = _ascii_table(lowercase)
+
+    def tokens(text: str) -> list[str]:
+        if text.isascii() and "[" not in text:
+            spread = text.translate(table)
+            return spread.split() if "'" not in spread else _ASCII_TOKEN.findall(spread)
+        return tokenize(text, lowercase)
+
+    return tokens
 
 
 class Vocabulary:

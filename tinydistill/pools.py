@@ -1,0 +1,198 @@
+"""Augmentation pools on disk: ``tinydistill.augment``'s variants streamed to gzip shards plus a ``manifest.json``.
+
+Each finished shard is written atomically (a kill leaves the old file or the new one) and recorded in the
+manifest with the cursor after its last line, so a killed run resumes after its last finished shard and gives
+the same pool as an uninterrupted one. ``tinydistill augment`` writes a pool; ``tinydistill run --transfer
+POOL`` reads one.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from tinydistill.augment import METHODS, Tagger, TangOps, glove_neighbours, load_mlm, variant_maker
+from tinydistill.errors import TinyDistillError
+
+log = logging.getLogger(__name__)
+
+
+def _digest(text: str, size: int = 16) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=size).hexdigest()
+
+
+def _key(text: str) -> bytes:
+    # 8-byte digests keep a million-line pool's duplicate check at ~50 MB; collisions are ~1e-7 likely
+    return hashlib.blake2b(text.encode(), digest_size=8).digest()
+
+
+def _stream(maker, count: int, n: int, seed: int, start: tuple[int, int, int], seen: set[bytes]):
+    """Yield ``(variant, cursor)`` over rounds of all sentences, each variant new to ``seen``.
+
+    Round ``r`` draws sentence ``i``'s variants from the seed ``(seed, r, i)``, so the stream can restart at a
+    cursor ``(r, i, j)``: the ``j``-th variant of that draw. It ends after a round that added nothing.
+    """
+    r, i0, j0 = start
+    added = start != (0, 0, 0)  # a resumed round had added something before the kill, or it would have ended
+    while True:
+        for i in range(i0, count):
+            found = maker.variants(i, np.random.default_rng([seed, r, i]), n)
+            for j in range(j0, len(found)):
+                key = _key(found[j])
+                if key not in seen:
+                    seen.add(key)
+                    added = True
+                    yield found[j], (r, i, j + 1)
+            j0 = 0
+        if not added:
+            return
+        r, i0, added = r + 1, 0, False
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)  # a kill leaves the old file or the new one, never half of one
+
+
+def _read_shard(path: Path) -> list[str]:
+    return gzip.decompress(path.read_bytes()).decode().split("\n")[:-1]
+
+
+def write_pool(sentences: Sequence[str], out_dir: str | os.PathLike, size: int, method: str = "glove",
+               n: int = 20, p: float = 0.4, k: int = 15, seed: int = 0, shard_size: int = 100_000, *,
+               neighbours: dict[str, list[str]] | None = None, mlm=None, tagger: Tagger | None = None,
+               tang: TangOps = TangOps(), progress: bool = True) -> Path:  # noqa: B008 (TangOps is frozen)
+    """Write ``size`` distinct variants of ``sentences`` to ``out_dir`` in gzip shards; return ``out_dir``.
+
+    Rounds of ``iter_augmented`` (round r uses seed (seed, r)) run until ``size`` is reached or a round adds
+    nothing new (then a warning and a smaller pool). Each finished shard is written atomically and recorded
+    in ``manifest.json`` with the cursor after its last line; calling again with the same arguments resumes
+    there, and with different ones is refused. Arguments as in ``iter_augmented``.
+    """
+    if size <= 0 or shard_size <= 0:
+        raise TinyDistillError(f"pool size and shard size must be positive, got {size} and {shard_size}")
+    out = Path(out_dir)
+    maker = variant_maker(sentences, method, p, k, neighbours, mlm, tagger, tang, progress)
+    settings = {"method": method, "n": n, "p": p, "k": k, "seed": seed, "size": size,
+                "shard_size": shard_size, "tang": asdict(tang), "sentences": _digest("\n".join(sentences)),
+                # the candidates too, so that another GloVe, MLM or tagger is not mixed into one pool
+                "candidates": _digest(json.dumps(maker.state()))}
+    manifest_path = out / "manifest.json"
+    manifest: dict[str, Any] = {"format": "tinydistill-pool", "version": 1, "settings": settings,
+                                "shards": [], "complete": False}
+    if manifest_path.exists():
+        old = json.loads(manifest_path.read_text())
+        changed = sorted(key for key in settings if old["settings"].get(key) != settings[key])
+        if changed:
+            raise TinyDistillError(f"{out} holds a pool made with other settings ({', '.join(changed)} "
+                                   "differ); use a new output folder or the same settings")
+        manifest = old
+    shards: list[dict[str, Any]] = manifest["shards"]
+    done = sum(shard["lines"] for shard in shards)
+    if manifest["complete"]:
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    seen = {_key(line) for shard in shards for line in _read_shard(out / shard["file"])}
+    r, i, j = shards[-1]["cursor"] if shards else (0, 0, 0)
+    start = cursor = (r, i, j)
+    buffer: list[str] = []
+
+    def flush(cursor: tuple[int, int, int]) -> None:
+        name = f"shard-{len(shards):05d}.txt.gz"
+        _write_atomic(out / name, gzip.compress("".join(line + "\n" for line in buffer).encode(), 6, mtime=0))
+        shards.append({"file": name, "lines": len(buffer), "cursor": list(cursor)})
+        _write_atomic(manifest_path, json.dumps(manifest, indent=1).encode())
+        buffer.clear()
+
+    with tqdm(total=size, initial=done, unit="sent", desc=f"augment {method}", disable=not progress) as bar:
+        for line, cursor in _stream(maker, len(sentences), n, seed, start, seen):
+            buffer.append(line)
+            bar.update()
+            if len(buffer) == shard_size or done + len(buffer) == size:
+                done += len(buffer)
+                flush(cursor)
+                if done == size:
+                    break
+        if buffer:
+            done += len(buffer)
+            flush(cursor)
+    if done < size:
+        log.warning("only %d distinct variants exist (asked for %d); raise n, k or p", done, size)
+    manifest["complete"] = True
+    _write_atomic(manifest_path, json.dumps(manifest, indent=1).encode())
+    return out
+
+
+def read_pool(out_dir: str | os.PathLike) -> list[str]:
+    """The sentences of a finished pool written by ``write_pool``, in order."""
+    out = Path(out_dir)
+    if not (out / "manifest.json").exists():
+        raise TinyDistillError(f"{out}: not an augmentation pool (no manifest.json)")
+    manifest = json.loads((out / "manifest.json").read_text())
+    if not manifest["complete"]:
+        raise TinyDistillError(f"{out}: the pool is unfinished; run the same augment command again to end it")
+    return [line for shard in manifest["shards"] for line in _read_shard(out / shard["file"])]
+
+
+def augment_command(data: str, split: str, size: int, out: str, method: str = "glove", n: int = 20,
+                    p: float = 0.4, k: int = 15, seed: int = 0, data_dir: str | None = None,
+                    mlm: str | None = None) -> Path:
+    """``tinydistill augment``: load sentences and candidate sources by name, then ``write_pool``.
+
+    ``data``: a paper dataset name (with ``split``) or a plain text file, one sentence a line.
+    ``mlm``: a masked LM's hub name or folder, for ``method="mlm"``.
+    """
+    if method not in METHODS:
+        raise TinyDistillError(f"unknown augmentation method {method!r}; expected one of {list(METHODS)}")
+    if Path(data).is_file():
+        lines = Path(data).read_text(encoding="utf-8").splitlines()
+        sentences = [line.strip() for line in lines if line.strip()]
+    else:
+        from tinydistill.data import load_paper_dataset
+
+        sentences = load_paper_dataset(data, split, data_dir=data_dir).texts
+    if not sentences:
+        raise TinyDistillError(f"no sentences in {data} ({split})")
+    neighbours, model = None, None
+    if method == "mlm":
+        if not mlm:
+            raise TinyDistillError("method 'mlm' needs a masked LM (--mlm NAME, e.g. bert-base-uncased)")
+        model = load_mlm(mlm)
+        try:
+            neighbours = glove_neighbours(sentences, k)
+        except TinyDistillError as exc:
+            log.warning("%s; words the masked LM cannot score stay as they are", exc)
+    return write_pool(sentences, out, size, method, n, p, k, seed, neighbours=neighbours, mlm=model)
+
+
+def register_cli(sub) -> None:
+    """The ``augment`` sub-command (called by tinydistill.cli)."""
+    p = sub.add_parser("augment", help="grow a transfer set by augmentation (sharded, resumable pool)",
+                       description="Make N variants of each sentence (TinyBERT word replacement from GloVe "
+                       "neighbours or a masked LM, or Tang et al.'s mask/POS/n-gram operations), streamed to "
+                       "gzip shards in --out. Rerun the same command after a kill to resume. Use the pool with "
+                       "`tinydistill run --transfer POOL`.")
+    p.add_argument("--data", required=True, help="paper dataset name, or a text file with one sentence a line")
+    p.add_argument("--split", default="train", help="split of a paper dataset (default: %(default)s)")
+    p.add_argument("--data-dir", help="folder laid out like shared/data (default: $TINYDISTILL_DATA)")
+    p.add_argument("--size", type=int, default=1_000_000, help="sentences in the pool (default: %(default)s)")
+    p.add_argument("--out", required=True, help="pool folder")
+    p.add_argument("--method", default="glove", choices=METHODS, help="candidate source (default: %(default)s)")
+    p.add_argument("--mlm", help="masked LM name or folder for --method mlm (e.g. bert-base-uncased)")
+    p.add_argument("-n", type=int, default=20, help="variants per sentence per round (default: %(default)s)")
+    p.add_argument("-p", type=float, default=0.4, help="replacement probability per word (default: %(default)s)")
+    p.add_argument("-k", type=int, default=15, help="candidates per word (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=lambda a: print(augment_command(a.data, a.split, a.size, a.out, a.method, a.n, a.p, a.k,
+                                                        a.seed, a.data_dir, a.mlm)))
