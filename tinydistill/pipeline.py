@@ -67,15 +67,19 @@ class Task:
     metric: str
 
 
-def load_task(c: RunConfig) -> Task:
-    """Load and check the data named by the config; errors name the file, line or column."""
+def load_task(c: RunConfig, transfer: bool = True) -> Task:
+    """Load and check the data named by the config; errors name the file, line or column.
+
+    `transfer=False` skips the unlabelled splits and pools (a teacher alone needs none): the transfer set is
+    then the training split's texts."""
     if c.data in data_mod.PAPER_DATASETS:
         spec = data_mod.PAPER_DATASETS[c.data]
         train = data_mod.load_paper_dataset(c.data, spec.train, c.data_dir)
         test = (data_mod.load(c.test, None, c.data_dir, c.text_column, c.label_column, train.label_names)
                 if c.test and Path(c.test).suffix else data_mod.load_paper_dataset(c.data, c.test or spec.test,
                                                                                      c.data_dir))
-        extra = [t for s in spec.unlabeled for t in data_mod.load_paper_dataset(c.data, s, c.data_dir).texts]
+        extra = [t for s in spec.unlabeled if transfer
+                 for t in data_mod.load_paper_dataset(c.data, s, c.data_dir).texts]
         metric, size = spec.metric, c.labeled or spec.labeled
     else:
         train = data_mod.load(c.data, "train", c.data_dir, c.text_column, c.label_column)
@@ -95,16 +99,16 @@ def load_task(c: RunConfig) -> Task:
         test = data_mod.stratified_sample(test, c.test_size, 0)[0]
     labeled = train if size == len(train) else data_mod.stratified_sample(train, size, c.seed)[0]
     data_mod.check_trainable(labeled)
-    transfer = list(train.texts) + extra
-    for source in c.transfer:
-        transfer += read_transfer(source)
-    if c.transfer_size and c.transfer_size < len(transfer):
-        keep = np.sort(np.random.default_rng(c.seed).choice(len(transfer), c.transfer_size, replace=False))
-        transfer = [transfer[i] for i in keep]
-    transfer = [t for t in transfer if t.strip()]
-    if not transfer:
+    texts = list(train.texts) + extra
+    for source in c.transfer if transfer else ():
+        texts += read_transfer(source)
+    if c.transfer_size and c.transfer_size < len(texts):
+        keep = np.sort(np.random.default_rng(c.seed).choice(len(texts), c.transfer_size, replace=False))
+        texts = [texts[i] for i in keep]
+    texts = [t for t in texts if t.strip()]
+    if not texts:
         raise TinyDistillError(f"{train.source}: the transfer set is empty")
-    return Task(labeled, transfer, test, metric)
+    return Task(labeled, texts, test, metric)
 
 
 def read_transfer(source: str) -> list[str]:

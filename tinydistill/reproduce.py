@@ -252,7 +252,7 @@ def teacher_run(dataset: str, labeled: int, seed: int, name: str, recipe: str, s
     c = replace(base, data=dataset, data_dir=s.data_dir or base.data_dir, labeled=labeled, seed=seed, teacher=name,
                 recipe=recipe, test_size=s.test_size or base.test_size,
                 out=str(run_folder(s, dataset, labeled, seed, name, recipe)))
-    task = pipeline.load_task(c)
+    task = pipeline.load_task(c, transfer=False)
     teacher = pipeline.get_teacher(c, task, c.run_dir() / "teacher", s.progress)
     path, key = c.run_dir() / "teacher-score.json", pipeline.digest(teacher.fingerprint, task.test.texts)
     if path.exists() and json.loads(path.read_text()).get("key") == key:
