@@ -162,3 +162,8 @@ def test_test_size_is_one_sample_for_every_seed(setup):
     tasks = [pipeline.load_task(replace(config, seed=seed)) for seed in (0, 1)]
     assert len(tasks[0].test) == 20 and tasks[0].test.texts == tasks[1].test.texts
     assert sorted(set(tasks[0].test.labels)) == [0, 1]
+
+
+def test_one_seed_prints_no_std():
+    one, two = {"f1": tables._stat([0.5])}, {"f1": tables._stat([0.5, 0.7])}
+    assert tables._pm(one, "f1") == "50.0" and tables._pm(two, "f1") == "60.0 ± 14.1"

@@ -177,7 +177,9 @@ def _row(cells: Sequence[str]) -> str:
 def _pm(row: dict | None, key: str, scale: float = 100.0, digits: int = 1, prefix: str = "") -> str:
     if not row or row.get(key) is None:
         return "-"
-    return f"{prefix}{scale * row[key]['mean']:,.{digits}f} ± {scale * row[key]['std']:,.{digits}f}"
+    mean = f"{prefix}{scale * row[key]['mean']:,.{digits}f}"
+    one = len(row[key]["values"]) < 2  # one seed: no spread to show
+    return mean if one else f"{mean} ± {scale * row[key]['std']:,.{digits}f}"
 
 
 def _paper(value: float | None, prefix: str = "") -> str:
