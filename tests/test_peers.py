@@ -119,9 +119,11 @@ def test_model2vec_distils_once_and_learns(tiny_bert, tmp_path, monkeypatch, one
     check_learns(Model2Vec(body=str(tiny_bert), cache_dir=tmp_path, pca_dims=None), labels=(2, 5))
 
 
-def test_setfit_learns(tiny_bert, one_torch_thread):
+def test_setfit_learns(tiny_bert, one_torch_thread, tmp_path, monkeypatch):
     pytest.importorskip("setfit")
+    monkeypatch.chdir(tmp_path)
     check_learns(SetFit(body=str(tiny_bert), num_iterations=2, show_progress_bar=False))
+    assert list(tmp_path.iterdir()) == []  # its checkpoints went to a temporary folder, not the working one
 
 
 @pytest.mark.slow

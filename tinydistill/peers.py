@@ -245,12 +245,13 @@ class SetFit(Peer):
         from tinydistill.teacher import resolve_teacher
 
         self.model_ = setfit.SetFitModel.from_pretrained(resolve_teacher(self.body))
-        args = setfit.TrainingArguments(
-            batch_size=self.batch_size, num_epochs=self.num_epochs, num_iterations=self.num_iterations,
-            max_length=self.max_length, seed=self.seed, report_to="none",
-            show_progress_bar=self.show_progress_bar)
         data = Dataset.from_dict({"text": texts, "label": y.tolist()})
-        setfit.Trainer(model=self.model_, args=args, train_dataset=data).train()
+        with tempfile.TemporaryDirectory(prefix="tinydistill-setfit-") as tmp:  # its checkpoints, not in the cwd
+            args = setfit.TrainingArguments(
+                output_dir=tmp, batch_size=self.batch_size, num_epochs=self.num_epochs,
+                num_iterations=self.num_iterations, max_length=self.max_length, seed=self.seed, report_to="none",
+                show_progress_bar=self.show_progress_bar)
+            setfit.Trainer(model=self.model_, args=args, train_dataset=data).train()
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         probs = self.model_.predict_proba(list(texts), as_numpy=True, show_progress_bar=False)
