@@ -151,7 +151,7 @@ def cmd_train_teacher(a: argparse.Namespace) -> None:
     from tinydistill.teacher import get_recipe, train_teacher
 
     task = load_task(RunConfig(data=a.data, data_dir=a.data_dir, test=a.test, text_column=a.text_column,
-                               label_column=a.label_column, labeled=a.labeled, seed=a.seed))
+                               label_column=a.label_column, labeled=a.labeled, seed=a.seed), transfer=False)
     teacher = train_teacher(a.teacher, task.labeled.texts, task.labeled.labels or [], task.labeled.label_names,
                             get_recipe(a.recipe, epochs=a.teacher_epochs, lr=a.teacher_lr, max_length=a.max_length,
                                        seed=a.seed), progress=not a.quiet)
@@ -214,7 +214,8 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     from tinydistill.teacher import Teacher
 
     task = load_task(RunConfig(data=a.data, data_dir=a.data_dir, test=a.test, text_column=a.text_column,
-                               label_column=a.label_column, labeled=a.labeled, test_size=a.test_size, seed=a.seed))
+                               label_column=a.label_column, labeled=a.labeled, test_size=a.test_size, seed=a.seed),
+                     transfer=False)
     folder = Path(a.model)
     model = Teacher.load(folder) if (folder / "teacher.json").exists() else Student.from_pretrained(folder)
     names = list(model.label_names if isinstance(model, Teacher) else model.classes_)
