@@ -123,3 +123,21 @@ def test_transfer_files_of_every_kind(tmp_path):
     (tmp_path / "u.jsonl").write_text('{"text": "one text"}\n{"text": "another text"}\n')
     for name in ("u.txt", "u.txt.gz", "u.csv", "u.jsonl"):
         assert read_transfer(str(tmp_path / name)) == ["one text", "another text"], name
+
+
+def test_ensemble_recipe_reuses_the_single_teacher_as_member_0(files, tiny_bert, tmp_path, monkeypatch):
+    import tinydistill.pipeline as pipeline
+
+    single = config(files, tiny_bert, tmp_path, out=str(tmp_path / "single"))
+    task = pipeline.load_task(single, transfer=False)
+    first = pipeline.get_teacher(single, task, tmp_path / "single", progress=False)
+    trained: list[int] = []
+    original = pipeline.train_teacher
+    monkeypatch.setattr(pipeline, "train_teacher",
+                        lambda *a, **k: trained.append(a[4].seed) or original(*a, **k))
+    c = config(files, tiny_bert, tmp_path, recipe="ensemble", out=str(tmp_path / "ens"))
+    ensemble = pipeline.get_teacher(c, task, tmp_path / "ens", progress=False)
+    assert trained == [1, 2]  # seed 0's member came from the cache of the single teacher
+    assert ensemble.fingerprint != first.fingerprint and ensemble.info["recipe"]["members"] == 3
+    again = pipeline.get_teacher(c, task, tmp_path / "ens", progress=False)
+    assert trained == [1, 2] and again.fingerprint == ensemble.fingerprint

@@ -70,3 +70,23 @@ def test_recipes_and_bad_names(tiny_bert):
         get_recipe("magic")
     with pytest.raises(TinyDistillError, match="could not load"):
         train_teacher("/nonexistent/teacher", ["a", "b"], [0, 1], ["x", "y"], QUICK, progress=False)
+
+
+def test_ensemble_averages_members_trained_from_consecutive_seeds(tiny_bert, teacher, tmp_path):
+    from dataclasses import replace
+
+    texts, labels = toy_texts(48)
+    recipe = replace(QUICK, members=2)
+    ensemble = train_teacher(tiny_bert, texts, labels, ["neg", "pos"], recipe, progress=False)
+    single = train_teacher(tiny_bert, texts, labels, ["neg", "pos"], replace(QUICK, seed=1), progress=False)
+    test, _ = toy_texts(12, seed=4)
+    mean = (teacher.logits(test, progress=False) + single.logits(test, progress=False)) / 2  # seeds 0 and 1
+    np.testing.assert_allclose(ensemble.logits(test, progress=False), mean, atol=1e-5)
+    assert ensemble.info["training"]["steps"] == 2 * teacher.info["training"]["steps"]
+    assert ensemble.n_parameters() == 2 * teacher.n_parameters()
+    assert "members" not in QUICK.to_dict() and recipe.to_dict()["members"] == 2  # single teachers keep old keys
+    ensemble.save(tmp_path / "e")
+    loaded = Teacher.load(tmp_path / "e")
+    assert loaded.fingerprint == ensemble.fingerprint and sorted(p.name for p in (tmp_path / "e").iterdir()) == [
+        "member-0", "member-1", "teacher.json"]
+    np.testing.assert_allclose(loaded.logits(test, progress=False), mean, atol=1e-5)

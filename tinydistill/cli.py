@@ -46,8 +46,9 @@ def _teacher_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher", default="minilm", help="minilm (packaged), mpnet-base (see fetch-teacher), a folder "
                    "or a hub id")
     p.add_argument("--recipe", default="strong", help="teacher fine-tuning recipe: strong (default), "
-                   "strong-early-stop (holds 20%% of the labels out, keeps the best checkpoint) or paper (3 epochs, "
-                   "lr 5e-5, batch 16)")
+                   "strong-early-stop (holds 20%% of the labels out, keeps the best checkpoint), ensemble (three "
+                   "strong teachers from consecutive seeds, logits averaged: 3x the training and labelling time) or "
+                   "paper (3 epochs, lr 5e-5, batch 16)")
     p.add_argument("--teacher-epochs", type=float, help="override the recipe's epochs")
     p.add_argument("--teacher-lr", type=float, help="override the recipe's learning rate")
     p.add_argument("--max-length", type=int, help="teacher tokens per text")

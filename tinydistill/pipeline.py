@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from tinydistill.distill import TrainConfig
 from tinydistill.errors import TinyDistillError
 from tinydistill.evaluate import headline, latency, scores, throughput
 from tinydistill.students import ARCHITECTURES, Student
-from tinydistill.teacher import LogitCache, Teacher, cache_root, get_recipe, train_teacher
+from tinydistill.teacher import LogitCache, Recipe, Teacher, cache_root, get_recipe, train_teacher
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class RunConfig:
     transfer_size: int | None = None  # cap on the transfer set (a seeded sample), for a quick run
     test_size: int | None = None  # cap on the test split (one stratified sample, the same for every seed)
     teacher: str = "minilm"  # short name, local folder or hub id
-    recipe: str = "strong"  # teacher recipe: "strong" (default), "strong-early-stop" or "paper"
+    recipe: str = "strong"  # teacher recipe: "strong" (default), "strong-early-stop", "ensemble" or "paper"
     teacher_epochs: float | None = None
     teacher_lr: float | None = None
     max_length: int | None = None  # teacher tokens per text
@@ -132,23 +132,43 @@ def digest(*parts: object) -> str:
 
 
 def get_teacher(c: RunConfig, task: Task, folder: Path, progress: bool = True) -> Teacher:
-    """Train the teacher, or load it from the run folder when it was trained on the same labels and recipe."""
+    """Train the teacher, or load it from the run folder when it was trained on the same labels and recipe.
+
+    An ensemble recipe trains (or reuses) each member as a teacher of its own, so a killed run keeps the
+    members it finished and member 0 is the single teacher of the same seed.
+    """
     recipe = get_recipe(c.recipe, epochs=c.teacher_epochs, lr=c.teacher_lr, max_length=c.max_length, seed=c.seed)
+    if recipe.members == 1:
+        return _cached_teacher(c.teacher, recipe, task, folder, progress)
     key = digest(c.teacher, recipe.to_dict(), task.labeled.texts, task.labeled.labels)
+    if (folder / "teacher.json").exists():
+        saved = Teacher.load(folder)
+        if saved.info.get("key") == key:
+            return saved
+    members = [_cached_teacher(c.teacher, replace(recipe, members=1, seed=recipe.seed + k), task, None, progress)
+               for k in range(recipe.members)]
+    teacher = Teacher.committee(members, recipe)
+    teacher.info["key"] = key
+    teacher.save(folder)
+    return teacher
+
+
+def _cached_teacher(base: str, recipe: Recipe, task: Task, folder: Path | None, progress: bool) -> Teacher:
+    key = digest(base, recipe.to_dict(), task.labeled.texts, task.labeled.labels)
     shared = cache_root() / "teachers" / key  # other runs on the same labels (a pool, other students) reuse it
-    for place in (folder, shared):
+    for place in [p for p in (folder, shared) if p is not None]:
         if (place / "teacher.json").exists():
             teacher = Teacher.load(place)
             if teacher.info.get("key") == key:
                 log.info("teacher: reusing %s", place)
-                if place != folder:
+                if folder is not None and place != folder:
                     teacher.save(folder)
                 return teacher
-    teacher = train_teacher(c.teacher, task.labeled.texts, task.labeled.labels or [], task.labeled.label_names,
+    teacher = train_teacher(base, task.labeled.texts, task.labeled.labels or [], task.labeled.label_names,
                             recipe, progress=progress)
     teacher.info["key"] = key
-    teacher.save(folder)
-    teacher.save(shared)
+    for place in [p for p in (folder, shared) if p is not None]:
+        teacher.save(place)
     return teacher
 
 

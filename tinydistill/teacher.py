@@ -108,11 +108,15 @@ class Recipe:
     patience: int = 3  # evaluations without improvement before stopping
     pooling: str = "cls"  # "cls" token or "mean" of token states (sentence-embedding models are trained so)
     head_lr: float | None = None  # a separate, larger learning rate for the fresh head
+    members: int = 1  # fine-tune this many teachers (seeds seed, seed+1, ...) on the same labels; average logits
     seed: int = 0
     threads: int | None = None  # torch intra-op threads while training (None: torch's default, all cores)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if d["members"] == 1:  # a single teacher keeps the cache key it had before ensembles existed
+            del d["members"]
+        return d
 
 
 RECIPES: dict[str, Recipe] = {
@@ -124,6 +128,9 @@ RECIPES: dict[str, Recipe] = {
     # the same, holding a fifth of the labels out and keeping the best checkpoint on them (a lever of issue 6)
     "strong-early-stop": Recipe(epochs=10, lr=1e-4, batch_size=16, warmup=0.1, min_steps=300, val_fraction=0.2,
                                 patience=3, pooling="mean", head_lr=1e-3),
+    # three "strong" teachers from seeds s, s+1, s+2 on the same labels, their logits averaged (a lever of issue 6)
+    "ensemble": Recipe(epochs=10, lr=1e-4, batch_size=16, warmup=0.1, min_steps=300, val_fraction=0.0,
+                       pooling="mean", head_lr=1e-3, members=3),
 }
 DEFAULT_RECIPE = "strong"
 
@@ -159,12 +166,23 @@ class Classifier(nn.Module):
         return self.head(self.dropout(pooled))
 
 
+class Committee(nn.Module):
+    """Classifiers fine-tuned from different seeds on the same labels; their logits are averaged."""
+
+    def __init__(self, members: Sequence[Classifier]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(input_ids, attention_mask) for m in self.members]).mean(0)
+
+
 class Teacher:
     """A fine-tuned classifier with its tokenizer and label names."""
 
-    def __init__(self, model: Classifier, tokenizer, label_names: Sequence[str], max_length: int = 128,
+    def __init__(self, model: Classifier | Committee, tokenizer, label_names: Sequence[str], max_length: int = 128,
                  info: dict | None = None):
-        self.model: Any = model  # a Classifier
+        self.model: Any = model  # a Classifier, or a Committee of them
         self.tokenizer = tokenizer
         self.label_names = list(label_names)
         self.max_length = max_length
@@ -240,10 +258,15 @@ class Teacher:
         folder = Path(folder)
         tmp = folder.with_name(folder.name + ".tmp")
         tmp.mkdir(parents=True, exist_ok=True)
-        self.model.encoder.save_pretrained(tmp / "encoder", safe_serialization=True)
-        self.tokenizer.save_pretrained(tmp / "encoder")
-        save_file({k: v.contiguous() for k, v in self.model.head.state_dict().items()}, str(tmp / "head.safetensors"))
-        meta = {"labels": self.label_names, "pooling": self.model.pooling, "max_length": self.max_length, **self.info}
+        committee = isinstance(self.model, Committee)
+        members = list(self.model.members) if committee else [self.model]
+        for i, member in enumerate(members):  # a committee keeps each member in member-<i>/
+            place = tmp / f"member-{i}" if committee else tmp
+            member.encoder.save_pretrained(place / "encoder", safe_serialization=True)
+            self.tokenizer.save_pretrained(place / "encoder")
+            save_file({k: v.contiguous() for k, v in member.head.state_dict().items()}, str(place / "head.safetensors"))
+        meta = {"labels": self.label_names, "pooling": members[0].pooling, "max_length": self.max_length,
+                "members": len(members), **self.info}
         (tmp / "teacher.json").write_text(json.dumps(meta, indent=2))
         replace_folder(tmp, folder)
         return folder
@@ -258,12 +281,28 @@ class Teacher:
         if not meta_path.exists():
             raise TinyDistillError(f"{meta_path}: missing; not a saved tinydistill teacher folder")
         meta = json.loads(meta_path.read_text())
-        encoder = AutoModel.from_pretrained(folder / "encoder")
-        model = Classifier(encoder, len(meta["labels"]), meta["pooling"])
-        model.head.load_state_dict(load_file(str(folder / "head.safetensors")))
-        info = {k: v for k, v in meta.items() if k not in ("labels", "pooling", "max_length")}
-        return cls(model.eval(), AutoTokenizer.from_pretrained(folder / "encoder"), meta["labels"],
+        n = meta.get("members", 1)
+        places = [folder / f"member-{k}" for k in range(n)] if n > 1 else [folder]
+        members = []
+        for place in places:
+            member = Classifier(AutoModel.from_pretrained(place / "encoder"), len(meta["labels"]), meta["pooling"])
+            member.head.load_state_dict(load_file(str(place / "head.safetensors")))
+            members.append(member)
+        model = Committee(members) if n > 1 else members[0]
+        info = {k: v for k, v in meta.items() if k not in ("labels", "pooling", "max_length", "members")}
+        return cls(model.eval(), AutoTokenizer.from_pretrained(places[0] / "encoder"), meta["labels"],
                    meta["max_length"], info)
+
+    @classmethod
+    def committee(cls, members: Sequence[Teacher], recipe: Recipe) -> Teacher:
+        """One teacher whose logits are the mean of the members' (fine-tuned on the same labels)."""
+        reports = [m.info.get("training", {}) for m in members]
+        training = {"steps": sum(r.get("steps", 0) for r in reports),
+                    "seconds": round(sum(r.get("seconds", 0.0) for r in reports), 1), "members": reports}
+        info = {**members[0].info, "recipe": {k: v for k, v in recipe.to_dict().items() if k != "threads"},
+                "training": training}
+        return cls(Committee([m.model for m in members]).eval(), members[0].tokenizer, members[0].label_names,
+                   members[0].max_length, info)
 
 
 # ------------------------------------------------------------------------------------------ training
@@ -282,11 +321,16 @@ def train_teacher(base: str, texts: Sequence[str], labels: Sequence[int], label_
     """Fine-tune `base` (a short name, folder or hub id) on labelled texts; returns the teacher.
 
     With `recipe.val_fraction` > 0 a stratified slice of the labels is held out and the best checkpoint on
-    it is kept; the report (steps, seconds, held-out accuracy) is in `teacher.info["training"]`.
+    it is kept; the report (steps, seconds, held-out accuracy) is in `teacher.info["training"]`. With
+    `recipe.members` > 1 that many teachers are fine-tuned from consecutive seeds and averaged (`Committee`).
     """
     from tinydistill.distill import torch_threads
 
     recipe = recipe or RECIPES[DEFAULT_RECIPE]
+    if recipe.members > 1:
+        return Teacher.committee([train_teacher(base, texts, labels, label_names,
+                                                replace(recipe, members=1, seed=recipe.seed + k), progress)
+                                  for k in range(recipe.members)], recipe)
     with torch_threads(recipe.threads or torch.get_num_threads()):
         return _train(base, texts, labels, label_names, recipe, progress)
 
