@@ -90,3 +90,19 @@ def test_ensemble_averages_members_trained_from_consecutive_seeds(tiny_bert, tea
     assert loaded.fingerprint == ensemble.fingerprint and sorted(p.name for p in (tmp_path / "e").iterdir()) == [
         "member-0", "member-1", "teacher.json"]
     np.testing.assert_allclose(loaded.logits(test, progress=False), mean, atol=1e-5)
+
+
+def test_self_training_adds_the_surest_pool_texts_and_keeps_the_step_count(tiny_bert, teacher):
+    from dataclasses import replace
+
+    texts, labels = toy_texts(48)
+    pool, _ = toy_texts(60, seed=5)
+    t = train_teacher(tiny_bert, texts, labels, ["neg", "pos"], replace(QUICK, self_train=20), progress=False,
+                      pool=pool + texts[:5])  # labelled texts in the pool are not picked again
+    report = t.info["training"]
+    assert report["self_train"]["pool_scored"] == len(set(pool) - set(texts))
+    assert report["self_train"]["pseudo_labelled"] == 20 and report["labels_trained"] == 48 + 20
+    assert report["steps"] == report["self_train"]["first"]["steps"] == teacher.info["training"]["steps"]
+    assert t.info["recipe"]["self_train"] == 20 and t.fingerprint != teacher.fingerprint
+    test, gold = toy_texts(40, seed=1)
+    assert (t.predict(test, progress=False) == np.array(gold)).mean() >= 0.8

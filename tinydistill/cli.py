@@ -47,8 +47,9 @@ def _teacher_options(p: argparse.ArgumentParser) -> None:
                    "or a hub id")
     p.add_argument("--recipe", default="strong", help="teacher fine-tuning recipe: strong (default), "
                    "strong-early-stop (holds 20%% of the labels out, keeps the best checkpoint), ensemble (three "
-                   "strong teachers from consecutive seeds, logits averaged: 3x the training and labelling time) or "
-                   "paper (3 epochs, lr 5e-5, batch 16)")
+                   "strong teachers from consecutive seeds, logits averaged: 3x the training and labelling time), "
+                   "self-train (strong, then again from the base with 1000 unlabelled texts it labels surest "
+                   "added) or paper (3 epochs, lr 5e-5, batch 16)")
     p.add_argument("--teacher-epochs", type=float, help="override the recipe's epochs")
     p.add_argument("--teacher-lr", type=float, help="override the recipe's learning rate")
     p.add_argument("--max-length", type=int, help="teacher tokens per text")
@@ -155,7 +156,7 @@ def cmd_train_teacher(a: argparse.Namespace) -> None:
                                label_column=a.label_column, labeled=a.labeled, seed=a.seed), transfer=False)
     teacher = train_teacher(a.teacher, task.labeled.texts, task.labeled.labels or [], task.labeled.label_names,
                             get_recipe(a.recipe, epochs=a.teacher_epochs, lr=a.teacher_lr, max_length=a.max_length,
-                                       seed=a.seed), progress=not a.quiet)
+                                       seed=a.seed), progress=not a.quiet, pool=task.transfer)
     teacher.save(a.out)
     print(json.dumps({"teacher": a.out, **teacher.info["training"]}))
 

@@ -71,7 +71,7 @@ def load_task(c: RunConfig, transfer: bool = True) -> Task:
     """Load and check the data named by the config; errors name the file, line or column.
 
     `transfer=False` skips the unlabelled splits and pools (a teacher alone needs none): the transfer set is
-    then the training split's texts."""
+    then the training split's texts (what a self-training teacher draws from)."""
     if c.data in data_mod.PAPER_DATASETS:
         spec = data_mod.PAPER_DATASETS[c.data]
         train = data_mod.load_paper_dataset(c.data, spec.train, c.data_dir)
@@ -140,7 +140,7 @@ def get_teacher(c: RunConfig, task: Task, folder: Path, progress: bool = True) -
     recipe = get_recipe(c.recipe, epochs=c.teacher_epochs, lr=c.teacher_lr, max_length=c.max_length, seed=c.seed)
     if recipe.members == 1:
         return _cached_teacher(c.teacher, recipe, task, folder, progress)
-    key = digest(c.teacher, recipe.to_dict(), task.labeled.texts, task.labeled.labels)
+    key = _teacher_key(c.teacher, recipe, task)
     if (folder / "teacher.json").exists():
         saved = Teacher.load(folder)
         if saved.info.get("key") == key:
@@ -153,8 +153,13 @@ def get_teacher(c: RunConfig, task: Task, folder: Path, progress: bool = True) -
     return teacher
 
 
+def _teacher_key(base: str, recipe: Recipe, task: Task) -> str:
+    pool = [task.transfer] if recipe.self_train else []  # self-training picks from the transfer texts
+    return digest(base, recipe.to_dict(), task.labeled.texts, task.labeled.labels, *pool)
+
+
 def _cached_teacher(base: str, recipe: Recipe, task: Task, folder: Path | None, progress: bool) -> Teacher:
-    key = digest(base, recipe.to_dict(), task.labeled.texts, task.labeled.labels)
+    key, pool = _teacher_key(base, recipe, task), task.transfer if recipe.self_train else []
     shared = cache_root() / "teachers" / key  # other runs on the same labels (a pool, other students) reuse it
     for place in [p for p in (folder, shared) if p is not None]:
         if (place / "teacher.json").exists():
@@ -165,7 +170,7 @@ def _cached_teacher(base: str, recipe: Recipe, task: Task, folder: Path | None, 
                     teacher.save(folder)
                 return teacher
     teacher = train_teacher(base, task.labeled.texts, task.labeled.labels or [], task.labeled.label_names,
-                            recipe, progress=progress)
+                            recipe, progress=progress, pool=pool)
     teacher.info["key"] = key
     for place in [p for p in (folder, shared) if p is not None]:
         teacher.save(place)

@@ -109,13 +109,15 @@ class Recipe:
     pooling: str = "cls"  # "cls" token or "mean" of token states (sentence-embedding models are trained so)
     head_lr: float | None = None  # a separate, larger learning rate for the fresh head
     members: int = 1  # fine-tune this many teachers (seeds seed, seed+1, ...) on the same labels; average logits
+    self_train: int = 0  # then again from the base on the labels + this many pool texts the first is surest of
     seed: int = 0
     threads: int | None = None  # torch intra-op threads while training (None: torch's default, all cores)
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        if d["members"] == 1:  # a single teacher keeps the cache key it had before ensembles existed
-            del d["members"]
+        for name, off in (("members", 1), ("self_train", 0)):  # recipes without them keep their old cache keys
+            if d[name] == off:
+                del d[name]
         return d
 
 
@@ -131,6 +133,9 @@ RECIPES: dict[str, Recipe] = {
     # three "strong" teachers from seeds s, s+1, s+2 on the same labels, their logits averaged (a lever of issue 6)
     "ensemble": Recipe(epochs=10, lr=1e-4, batch_size=16, warmup=0.1, min_steps=300, val_fraction=0.0,
                        pooling="mean", head_lr=1e-3, members=3),
+    # "strong", then again from the base with 1000 pool texts it labels most surely added (a lever of issue 6)
+    "self-train": Recipe(epochs=10, lr=1e-4, batch_size=16, warmup=0.1, min_steps=300, val_fraction=0.0,
+                         pooling="mean", head_lr=1e-3, self_train=1000),
 }
 DEFAULT_RECIPE = "strong"
 
@@ -317,22 +322,56 @@ def _set_seed(seed: int) -> None:
 
 
 def train_teacher(base: str, texts: Sequence[str], labels: Sequence[int], label_names: Sequence[str],
-                  recipe: Recipe | None = None, progress: bool = True) -> Teacher:
+                  recipe: Recipe | None = None, progress: bool = True, pool: Sequence[str] = ()) -> Teacher:
     """Fine-tune `base` (a short name, folder or hub id) on labelled texts; returns the teacher.
 
     With `recipe.val_fraction` > 0 a stratified slice of the labels is held out and the best checkpoint on
     it is kept; the report (steps, seconds, held-out accuracy) is in `teacher.info["training"]`. With
-    `recipe.members` > 1 that many teachers are fine-tuned from consecutive seeds and averaged (`Committee`).
+    `recipe.members` > 1 that many teachers are fine-tuned from consecutive seeds and averaged (`Committee`);
+    with `recipe.self_train` > 0 and unlabelled `pool` texts, see `_self_train`.
     """
     from tinydistill.distill import torch_threads
 
     recipe = recipe or RECIPES[DEFAULT_RECIPE]
     if recipe.members > 1:
         return Teacher.committee([train_teacher(base, texts, labels, label_names,
-                                                replace(recipe, members=1, seed=recipe.seed + k), progress)
+                                                replace(recipe, members=1, seed=recipe.seed + k), progress, pool)
                                   for k in range(recipe.members)], recipe)
     with torch_threads(recipe.threads or torch.get_num_threads()):
-        return _train(base, texts, labels, label_names, recipe, progress)
+        teacher = _train(base, texts, labels, label_names, recipe, progress)
+        if recipe.self_train > 0 and pool:
+            teacher = _self_train(teacher, base, texts, labels, label_names, pool, recipe, progress)
+    return teacher
+
+
+def _self_train(first: Teacher, base: str, texts: Sequence[str], labels: Sequence[int], label_names: Sequence[str],
+                pool: Sequence[str], recipe: Recipe, progress: bool) -> Teacher:
+    """Fine-tune again from `base`, for as many steps, on the labels plus pool texts `first` labelled surest.
+
+    A seeded sample of at most 5 x `recipe.self_train` pool texts is scored; each class then takes up to an
+    equal share of `recipe.self_train` of the texts predicted as it, highest probability first.
+    """
+    started, seen = time.time(), set(texts)
+    candidates = [t for t in dict.fromkeys(pool) if t not in seen and t.strip()]
+    rng = np.random.default_rng(recipe.seed)
+    take = min(len(candidates), 5 * recipe.self_train)
+    sample = [candidates[i] for i in np.sort(rng.choice(len(candidates), take, replace=False))]
+    logits = first._compute(sample, 64, progress)
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    share = recipe.self_train // len(label_names)
+    picked: list[tuple[str, int]] = []
+    for k in range(len(label_names)):
+        rows = np.flatnonzero(probs.argmax(1) == k)
+        picked += [(sample[i], k) for i in rows[np.argsort(-probs[rows, k], kind="stable")][:share]]
+    steps = first.info["training"]["steps"]
+    second = _train(base, [*texts, *(t for t, _ in picked)], [*labels, *(k for _, k in picked)], label_names,
+                    replace(recipe, self_train=0, epochs=0, min_steps=steps), progress)
+    second.info["recipe"] = first.info["recipe"]
+    report = second.info["training"]
+    report["self_train"] = {"pool_scored": len(sample), "pseudo_labelled": len(picked), "first": first.info["training"]}
+    report["seconds"] = round(time.time() - started + first.info["training"]["seconds"], 1)
+    return second
 
 
 def _train(base: str, texts: Sequence[str], labels: Sequence[int], label_names: Sequence[str], recipe: Recipe,
