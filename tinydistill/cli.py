@@ -162,9 +162,10 @@ def cmd_train_teacher(a: argparse.Namespace) -> None:
 
 
 def cmd_label(a: argparse.Namespace) -> None:
+    from tinydistill.bases import cache_root
     from tinydistill.data import PAPER_DATASETS, load_paper_dataset
     from tinydistill.pipeline import read_transfer
-    from tinydistill.teacher import LogitCache, Teacher, cache_root
+    from tinydistill.teacher import LogitCache, Teacher
 
     if a.data in PAPER_DATASETS:
         texts = load_paper_dataset(a.data, PAPER_DATASETS[a.data].train, a.data_dir).texts
@@ -227,7 +228,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
 
 
 def cmd_fetch_teacher(a: argparse.Namespace) -> None:
-    from tinydistill.teacher import fetch_mpnet
+    from tinydistill.bases import fetch_mpnet
 
     print(fetch_mpnet())
 

@@ -172,7 +172,7 @@ class Model2Vec(Peer):
 
     def static_model_dir(self) -> Path:
         """Where the static model for `body` and `pca_dims` is (or will be) cached."""
-        from tinydistill.teacher import cache_root, resolve_teacher
+        from tinydistill.bases import cache_root, resolve_teacher
 
         source = Path(resolve_teacher(self.body)).resolve()
         key = hashlib.sha1(str(source).encode()).hexdigest()[:10]
@@ -184,7 +184,7 @@ class Model2Vec(Peer):
         _need("model2vec.train", "model2vec==0.10.0", self.name)
         from model2vec import StaticModel
 
-        from tinydistill.teacher import resolve_teacher
+        from tinydistill.bases import resolve_teacher
 
         folder = self.static_model_dir()
         if not (folder / "config.json").exists():
@@ -242,7 +242,7 @@ class SetFit(Peer):
         setfit = _need("setfit", "setfit==1.2.0", self.name)
         from datasets import Dataset
 
-        from tinydistill.teacher import resolve_teacher
+        from tinydistill.bases import resolve_teacher
 
         self.model_ = setfit.SetFitModel.from_pretrained(resolve_teacher(self.body))
         data = Dataset.from_dict({"text": texts, "label": y.tolist()})

@@ -19,11 +19,12 @@ from typing import Any
 import numpy as np
 
 from tinydistill import data as data_mod
+from tinydistill.bases import cache_root
 from tinydistill.distill import TrainConfig
 from tinydistill.errors import TinyDistillError
 from tinydistill.evaluate import headline, latency, scores, throughput
 from tinydistill.students import ARCHITECTURES, Student
-from tinydistill.teacher import LogitCache, Recipe, Teacher, cache_root, get_recipe, train_teacher
+from tinydistill.teacher import LogitCache, Recipe, Teacher, get_recipe, train_teacher
 
 log = logging.getLogger(__name__)
 

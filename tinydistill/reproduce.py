@@ -116,7 +116,8 @@ def run_one(dataset: str, labeled: int, seed: int, s: Setup, peers: Sequence[str
     against 109.5M parameters and, with speed, throughput, batch-1 latency and speedups against the reference.
     """
     from tinydistill import pipeline
-    from tinydistill.teacher import LogitCache, Teacher, cache_root
+    from tinydistill.bases import cache_root
+    from tinydistill.teacher import LogitCache, Teacher
 
     c = run_config(dataset, labeled, seed, s, speed)
     results = pipeline.run(c, progress=s.progress)
@@ -163,7 +164,8 @@ def _record(row: dict, ref: dict | None) -> dict:
 def _reference_model(name: str, n_classes: int, max_length: int) -> Teacher:
     from transformers import AutoModel, AutoTokenizer
 
-    from tinydistill.teacher import Classifier, Teacher, resolve_teacher
+    from tinydistill.bases import resolve_teacher
+    from tinydistill.teacher import Classifier, Teacher
 
     path = resolve_teacher(name)
     model = Classifier(AutoModel.from_pretrained(path), n_classes, "mean").eval()
@@ -246,7 +248,8 @@ def _stat(values: Sequence[float]) -> dict:
 def teacher_run(dataset: str, labeled: int, seed: int, name: str, recipe: str, s: Setup) -> dict:
     """Fine-tune (or reuse) one teacher and score it on the test split; kept in `<run>/teacher-score.json`."""
     from tinydistill import evaluate, pipeline
-    from tinydistill.teacher import LogitCache, cache_root
+    from tinydistill.bases import cache_root
+    from tinydistill.teacher import LogitCache
 
     base = s.base or pipeline.RunConfig()
     c = replace(base, data=dataset, data_dir=s.data_dir or base.data_dir, labeled=labeled, seed=seed, teacher=name,
