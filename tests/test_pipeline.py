@@ -125,7 +125,7 @@ def test_transfer_files_of_every_kind(tmp_path):
         assert read_transfer(str(tmp_path / name)) == ["one text", "another text"], name
 
 
-def test_ensemble_recipe_reuses_the_single_teacher_as_member_0(files, tiny_bert, tmp_path, monkeypatch):
+def test_ensemble_and_self_training_reuse_the_single_teacher(files, tiny_bert, tmp_path, monkeypatch):
     import tinydistill.pipeline as pipeline
 
     single = config(files, tiny_bert, tmp_path, out=str(tmp_path / "single"))
@@ -141,3 +141,11 @@ def test_ensemble_recipe_reuses_the_single_teacher_as_member_0(files, tiny_bert,
     assert ensemble.fingerprint != first.fingerprint and ensemble.info["recipe"]["members"] == 3
     again = pipeline.get_teacher(c, task, tmp_path / "ens", progress=False)
     assert trained == [1, 2] and again.fingerprint == ensemble.fingerprint
+
+
+    # self-training starts from the cached single teacher and adds the pool's texts (here the unlabelled 160)
+    monkeypatch.setattr(pipeline, "train_teacher", lambda *a, **k: pytest.fail("first round retrained"))
+    st = pipeline.get_teacher(config(files, tiny_bert, tmp_path, recipe="self-train"), task, tmp_path / "st",
+                              progress=False)
+    assert st.info["training"]["self_train"]["first"] == first.info["training"]
+    assert st.info["training"]["self_train"]["pseudo_labelled"] == 160 and st.info["recipe"]["self_train"] == 1000

@@ -24,7 +24,7 @@ from tinydistill.distill import TrainConfig
 from tinydistill.errors import TinyDistillError
 from tinydistill.evaluate import headline, latency, scores, throughput
 from tinydistill.students import ARCHITECTURES, Student
-from tinydistill.teacher import LogitCache, Recipe, Teacher, get_recipe, train_teacher
+from tinydistill.teacher import LogitCache, Recipe, Teacher, get_recipe, self_train, train_teacher
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,8 @@ def get_teacher(c: RunConfig, task: Task, folder: Path, progress: bool = True) -
     """Train the teacher, or load it from the run folder when it was trained on the same labels and recipe.
 
     An ensemble recipe trains (or reuses) each member as a teacher of its own, so a killed run keeps the
-    members it finished and member 0 is the single teacher of the same seed.
+    members it finished and member 0 is the single teacher of the same seed; self-training starts from the
+    cached teacher of the same recipe without it.
     """
     recipe = get_recipe(c.recipe, epochs=c.teacher_epochs, lr=c.teacher_lr, max_length=c.max_length, seed=c.seed)
     if recipe.members == 1:
@@ -160,7 +161,7 @@ def _teacher_key(base: str, recipe: Recipe, task: Task) -> str:
 
 
 def _cached_teacher(base: str, recipe: Recipe, task: Task, folder: Path | None, progress: bool) -> Teacher:
-    key, pool = _teacher_key(base, recipe, task), task.transfer if recipe.self_train else []
+    key = _teacher_key(base, recipe, task)
     shared = cache_root() / "teachers" / key  # other runs on the same labels (a pool, other students) reuse it
     for place in [p for p in (folder, shared) if p is not None]:
         if (place / "teacher.json").exists():
@@ -170,8 +171,13 @@ def _cached_teacher(base: str, recipe: Recipe, task: Task, folder: Path | None, 
                 if folder is not None and place != folder:
                     teacher.save(folder)
                 return teacher
-    teacher = train_teacher(base, task.labeled.texts, task.labeled.labels or [], task.labeled.label_names,
-                            recipe, progress=progress, pool=pool)
+    if recipe.self_train:  # the first round is the teacher without self-training, cached as such
+        first = _cached_teacher(base, replace(recipe, self_train=0), task, None, progress)
+        teacher = self_train(first, base, task.labeled.texts, task.labeled.labels or [], task.labeled.label_names,
+                             task.transfer, recipe, progress)
+    else:
+        teacher = train_teacher(base, task.labeled.texts, task.labeled.labels or [], task.labeled.label_names,
+                                recipe, progress=progress)
     teacher.info["key"] = key
     for place in [p for p in (folder, shared) if p is not None]:
         teacher.save(place)

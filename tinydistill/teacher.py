@@ -278,19 +278,28 @@ def train_teacher(base: str, texts: Sequence[str], labels: Sequence[int], label_
                                                 replace(recipe, members=1, seed=recipe.seed + k), progress, pool)
                                   for k in range(recipe.members)], recipe)
     with torch_threads(recipe.threads or torch.get_num_threads()):
-        teacher = _train(base, texts, labels, label_names, recipe, progress)
-        if recipe.self_train > 0 and pool:
-            teacher = _self_train(teacher, base, texts, labels, label_names, pool, recipe, progress)
+        teacher = _train(base, texts, labels, label_names, replace(recipe, self_train=0), progress)
+    if recipe.self_train > 0 and pool:
+        teacher = self_train(teacher, base, texts, labels, label_names, pool, recipe, progress)
     return teacher
+
+
+def self_train(first: Teacher, base: str, texts: Sequence[str], labels: Sequence[int], label_names: Sequence[str],
+               pool: Sequence[str], recipe: Recipe, progress: bool = True) -> Teacher:
+    """Fine-tune again from `base`, for as many steps, on the labels plus pool texts `first` labelled surest.
+
+    `first` is the teacher `recipe` (without self-training) made from these labels. A seeded sample of at most
+    5 x `recipe.self_train` pool texts is scored; each class then takes up to an equal share of
+    `recipe.self_train` of the texts predicted as it, highest probability first.
+    """
+    from tinydistill.distill import torch_threads
+
+    with torch_threads(recipe.threads or torch.get_num_threads()):
+        return _self_train(first, base, texts, labels, label_names, pool, recipe, progress)
 
 
 def _self_train(first: Teacher, base: str, texts: Sequence[str], labels: Sequence[int], label_names: Sequence[str],
                 pool: Sequence[str], recipe: Recipe, progress: bool) -> Teacher:
-    """Fine-tune again from `base`, for as many steps, on the labels plus pool texts `first` labelled surest.
-
-    A seeded sample of at most 5 x `recipe.self_train` pool texts is scored; each class then takes up to an
-    equal share of `recipe.self_train` of the texts predicted as it, highest probability first.
-    """
     started, seen = time.time(), set(texts)
     candidates = [t for t in dict.fromkeys(pool) if t not in seen and t.strip()]
     rng = np.random.default_rng(recipe.seed)
@@ -307,7 +316,7 @@ def _self_train(first: Teacher, base: str, texts: Sequence[str], labels: Sequenc
     steps = first.info["training"]["steps"]
     second = _train(base, [*texts, *(t for t, _ in picked)], [*labels, *(k for _, k in picked)], label_names,
                     replace(recipe, self_train=0, epochs=0, min_steps=steps), progress)
-    second.info["recipe"] = first.info["recipe"]
+    second.info["recipe"] = {k: v for k, v in recipe.to_dict().items() if k != "threads"}
     report = second.info["training"]
     report["self_train"] = {"pool_scored": len(sample), "pseudo_labelled": len(picked), "first": first.info["training"]}
     report["seconds"] = round(time.time() - started + first.info["training"]["seconds"], 1)
