@@ -268,7 +268,7 @@ def train_teacher(base: str, texts: Sequence[str], labels: Sequence[int], label_
     With `recipe.val_fraction` > 0 a stratified slice of the labels is held out and the best checkpoint on
     it is kept; the report (steps, seconds, held-out accuracy) is in `teacher.info["training"]`. With
     `recipe.members` > 1 that many teachers are fine-tuned from consecutive seeds and averaged (`Committee`);
-    with `recipe.self_train` > 0 and unlabelled `pool` texts, see `_self_train`.
+    with `recipe.self_train` > 0 and unlabelled `pool` texts, see `self_train`.
     """
     from tinydistill.distill import torch_threads
 
@@ -302,6 +302,9 @@ def _self_train(first: Teacher, base: str, texts: Sequence[str], labels: Sequenc
                 pool: Sequence[str], recipe: Recipe, progress: bool) -> Teacher:
     started, seen = time.time(), set(texts)
     candidates = [t for t in dict.fromkeys(pool) if t not in seen and t.strip()]
+    if not candidates:
+        log.warning("self-training: no unlabelled texts beyond the labels; keeping the first teacher")
+        return first
     rng = np.random.default_rng(recipe.seed)
     take = min(len(candidates), 5 * recipe.self_train)
     sample = [candidates[i] for i in np.sort(rng.choice(len(candidates), take, replace=False))]
