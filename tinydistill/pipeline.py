@@ -143,16 +143,23 @@ def get_teacher(c: RunConfig, task: Task, folder: Path, progress: bool = True) -
     if recipe.members == 1:
         return _cached_teacher(c.teacher, recipe, task, folder, progress)
     key = _teacher_key(c.teacher, recipe, task)
-    if (folder / "teacher.json").exists():
-        saved = Teacher.load(folder)
-        if saved.info.get("key") == key:
-            return saved
+    saved = _saved_teacher(folder, key)
+    if saved is not None:
+        return saved
     members = [_cached_teacher(c.teacher, replace(recipe, members=1, seed=recipe.seed + k), task, None, progress)
                for k in range(recipe.members)]
     teacher = Teacher.committee(members, recipe)
     teacher.info["key"] = key
     teacher.save(folder)
     return teacher
+
+
+def _saved_teacher(place: Path, key: str) -> Teacher | None:
+    """The teacher saved in `place` under `key`, if any; its teacher.json is read before any weights."""
+    meta = place / "teacher.json"
+    if meta.exists() and json.loads(meta.read_text()).get("key") == key:
+        return Teacher.load(place)
+    return None
 
 
 def _teacher_key(base: str, recipe: Recipe, task: Task) -> str:
@@ -164,13 +171,12 @@ def _cached_teacher(base: str, recipe: Recipe, task: Task, folder: Path | None, 
     key = _teacher_key(base, recipe, task)
     shared = cache_root() / "teachers" / key  # other runs on the same labels (a pool, other students) reuse it
     for place in [p for p in (folder, shared) if p is not None]:
-        if (place / "teacher.json").exists():
-            teacher = Teacher.load(place)
-            if teacher.info.get("key") == key:
-                log.info("teacher: reusing %s", place)
-                if folder is not None and place != folder:
-                    teacher.save(folder)
-                return teacher
+        saved = _saved_teacher(place, key)
+        if saved is not None:
+            log.info("teacher: reusing %s", place)
+            if folder is not None and place != folder:
+                saved.save(folder)
+            return saved
     if recipe.self_train:  # the first round is the teacher without self-training, cached as such
         first = _cached_teacher(base, replace(recipe, self_train=0), task, None, progress)
         teacher = self_train(first, base, task.labeled.texts, task.labeled.labels or [], task.labeled.label_names,
