@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from conftest import toy_texts
@@ -73,8 +75,6 @@ def test_recipes_and_bad_names(tiny_bert):
 
 
 def test_ensemble_averages_members_trained_from_consecutive_seeds(tiny_bert, teacher, tmp_path):
-    from dataclasses import replace
-
     texts, labels = toy_texts(48)
     recipe = replace(QUICK, members=2)
     ensemble = train_teacher(tiny_bert, texts, labels, ["neg", "pos"], recipe, progress=False)
@@ -93,8 +93,6 @@ def test_ensemble_averages_members_trained_from_consecutive_seeds(tiny_bert, tea
 
 
 def test_self_training_adds_the_surest_pool_texts_and_keeps_the_step_count(tiny_bert, teacher):
-    from dataclasses import replace
-
     texts, labels = toy_texts(48)
     pool, _ = toy_texts(60, seed=5)
     t = train_teacher(tiny_bert, texts, labels, ["neg", "pos"], replace(QUICK, self_train=20), progress=False,
@@ -106,3 +104,29 @@ def test_self_training_adds_the_surest_pool_texts_and_keeps_the_step_count(tiny_
     assert t.info["recipe"]["self_train"] == 20 and t.fingerprint != teacher.fingerprint
     test, gold = toy_texts(40, seed=1)
     assert (t.predict(test, progress=False) == np.array(gold)).mean() >= 0.8
+
+
+def test_contrastive_stage_pulls_same_label_texts_together_then_fits_the_head(tiny_bert):
+    import torch
+
+    from tinydistill.teacher import _pooled
+
+    texts, labels = toy_texts(48)
+    recipe = get_recipe("contrastive", contrastive=30, lr=1e-3, max_length=16, threads=1)
+    assert "contrastive" not in QUICK.to_dict() and recipe.to_dict()["contrastive"] == 30  # old keys hold
+
+    def gap(teacher) -> float:  # mean cosine of same-label pairs minus that of other-label pairs
+        unit = torch.nn.functional.normalize(_pooled(teacher.model, teacher, texts), dim=1)
+        cos, same = unit @ unit.T, torch.tensor(labels)[:, None] == torch.tensor(labels)[None, :]
+        off = ~torch.eye(len(texts), dtype=torch.bool)
+        return float(cos[same & off].mean() - cos[~same].mean())
+
+    untrained = train_teacher(tiny_bert, texts, labels, ["neg", "pos"], replace(recipe, contrastive=1, lr=1e-9),
+                              progress=False)
+    t = train_teacher(tiny_bert, texts, labels, ["neg", "pos"], recipe, progress=False)
+    assert gap(t) > gap(untrained) + 0.3
+    assert t.info["training"]["steps"] == 30 and t.info["recipe"]["contrastive"] == 30
+    test, gold = toy_texts(40, seed=1)
+    assert (t.predict(test, progress=False) == np.array(gold)).mean() >= 0.8
+    again = train_teacher(tiny_bert, texts, labels, ["neg", "pos"], recipe, progress=False)
+    assert again.fingerprint == t.fingerprint

@@ -49,7 +49,8 @@ def _teacher_options(p: argparse.ArgumentParser) -> None:
                    "strong-early-stop (holds 20%% of the labels out, keeps the best checkpoint), ensemble (three "
                    "strong teachers from consecutive seeds, logits averaged: 3x the training and labelling time), "
                    "self-train (strong, then again from the base with 1000 unlabelled texts it labels surest "
-                   "added) or paper (3 epochs, lr 5e-5, batch 16)")
+                   "added), contrastive (SetFit-style: 200 steps pulling same-label texts together, then a "
+                   "linear head on the frozen encoder) or paper (3 epochs, lr 5e-5, batch 16)")
     p.add_argument("--teacher-epochs", type=float, help="override the recipe's epochs")
     p.add_argument("--teacher-lr", type=float, help="override the recipe's learning rate")
     p.add_argument("--max-length", type=int, help="teacher tokens per text")

@@ -41,7 +41,7 @@ class RunConfig:
     transfer_size: int | None = None  # cap on the transfer set (a seeded sample), for a quick run
     test_size: int | None = None  # cap on the test split (one stratified sample, the same for every seed)
     teacher: str = "minilm"  # short name, local folder or hub id
-    recipe: str = "strong"  # teacher recipe: "strong" (default), "strong-early-stop", "ensemble", "self-train", "paper"
+    recipe: str = "strong"  # teacher recipe, a name in teacher.RECIPES: "strong" (the default), "contrastive", ...
     teacher_epochs: float | None = None
     teacher_lr: float | None = None
     max_length: int | None = None  # teacher tokens per text

@@ -361,7 +361,7 @@ def register_cli(sub) -> None:
             q.add_argument("--teacher", default="minilm", help="comma list of teachers to compare: minilm, "
                            "mpnet-base, a folder or a hub id (default: %(default)s)")
             q.add_argument("--recipes", type=_csv, default="strong", help="comma list of recipes to compare: strong, "
-                           "strong-early-stop, ensemble, self-train, paper (default: %(default)s)")
+                           "strong-early-stop, ensemble, self-train, contrastive, paper (default: %(default)s)")
         else:
             q.add_argument("--teacher", default="minilm", help="minilm or mpnet-base; DATASET=NAME entries choose "
                            "per dataset, e.g. mpnet-base,imdb=minilm (default: %(default)s)")

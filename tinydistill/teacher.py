@@ -50,12 +50,13 @@ class Recipe:
     head_lr: float | None = None  # a separate, larger learning rate for the fresh head
     members: int = 1  # fine-tune this many teachers (seeds seed, seed+1, ...) on the same labels; average logits
     self_train: int = 0  # then again from the base on the labels + this many pool texts the first is surest of
+    contrastive: int = 0  # steps of a contrastive (SetFit-style) stage on the encoder; then only the head is fit
     seed: int = 0
     threads: int | None = None  # torch intra-op threads while training (None: torch's default, all cores)
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        for name, off in (("members", 1), ("self_train", 0)):  # recipes without them keep their old cache keys
+        for name, off in (("members", 1), ("self_train", 0), ("contrastive", 0)):  # off: older recipes' cache keys hold
             if d[name] == off:
                 del d[name]
         return d
@@ -76,6 +77,9 @@ RECIPES: dict[str, Recipe] = {
     # "strong", then again from the base with 1000 pool texts it labels most surely added (a lever of issue 6)
     "self-train": Recipe(epochs=10, lr=1e-4, batch_size=16, warmup=0.1, min_steps=300, val_fraction=0.0,
                          pooling="mean", head_lr=1e-3, self_train=1000),
+    # 200 steps pulling same-label texts together and others apart (lr 2e-5, pairs from batches of 32), then a
+    # linear head on the frozen embeddings: SetFit's idea (a lever of issue 6)
+    "contrastive": Recipe(epochs=0, lr=2e-5, batch_size=16, warmup=0.1, pooling="mean", contrastive=200),
 }
 DEFAULT_RECIPE = "strong"
 
@@ -101,14 +105,16 @@ class Classifier(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(encoder.config.hidden_size, n_classes)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The pooled token states the head reads."""
         states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         if self.pooling == "cls":
-            pooled = states[:, 0]
-        else:
-            mask = attention_mask.unsqueeze(-1).to(states.dtype)
-            pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1)
-        return self.head(self.dropout(pooled))
+            return states[:, 0]
+        mask = attention_mask.unsqueeze(-1).to(states.dtype)
+        return (states * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.embed(input_ids, attention_mask)))
 
 
 class Committee(nn.Module):
@@ -353,21 +359,47 @@ def _train(base: str, texts: Sequence[str], labels: Sequence[int], label_names: 
         val_texts, val_labels = held.texts, held.labels or []
         texts, labels = rest.texts, rest.labels or []
 
+    started = time.time()
+    if recipe.contrastive:
+        step = _contrast(model, teacher, texts, labels, recipe, progress)
+        _fit_head(model, teacher, texts, labels)
+        best = (_accuracy(teacher, val_texts, val_labels), step)
+    else:
+        step, best = _fine_tune(model, teacher, texts, labels, val_texts, val_labels, recipe, progress)
+    model.eval()
+    report = {"steps": step, "best_step": best[1] if val_texts else step, "seconds": round(time.time() - started, 1),
+              "threads": torch.get_num_threads(),
+              "labels_trained": len(texts), "labels_held_out": len(val_texts),
+              "held_out_accuracy": best[0] if val_texts else None}
+    teacher.info["training"] = report
+    log.info("teacher %s: %s", base, report)
+    return teacher
+
+
+def _accuracy(teacher: Teacher, texts: Sequence[str], labels: Sequence[int]) -> float:
+    if not texts:
+        return -1.0
+    return float((teacher._compute(texts, 64, False).argmax(1) == np.array(labels)).mean())
+
+
+def _fine_tune(model: Classifier, teacher: Teacher, texts: list[str], labels: list[int], val_texts: list[str],
+               val_labels: list[int], recipe: Recipe, progress: bool) -> tuple[int, tuple[float, int]]:
+    """Encoder and head together on cross-entropy; with held-out labels, the best checkpoint on them is kept.
+
+    Returns the steps taken and (best held-out accuracy, its step)."""
     steps_per_epoch = math.ceil(len(texts) / recipe.batch_size)
     total = max(math.ceil(recipe.epochs * steps_per_epoch), recipe.min_steps)
     head_lr = recipe.head_lr or recipe.lr
     groups = [{"params": model.encoder.parameters(), "lr": recipe.lr},
               {"params": model.head.parameters(), "lr": head_lr}]
     optimiser = torch.optim.AdamW(groups, weight_decay=recipe.weight_decay)
-    warm = int(total * recipe.warmup)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda s: (s + 1) / max(warm, 1) if s < warm else max(0.0, (total - s) / max(total - warm, 1)))
+    schedule = _schedule(optimiser, total, recipe.warmup)
     rng = np.random.default_rng(recipe.seed)
     y = torch.tensor(labels)
     eval_every = max(steps_per_epoch, 25)
     best: tuple[float, int, dict | None] = (-1.0, 0, None)
-    since_best, step, started = 0, 0, time.time()
-    bar = tqdm(total=total, desc=f"teacher {base}", disable=not progress, unit="step")
+    since_best, step = 0, 0
+    bar = tqdm(total=total, desc=f"teacher {teacher.info['base']}", disable=not progress, unit="step")
     model.train()
     while step < total and since_best < recipe.patience:
         perm = rng.permutation(len(texts))
@@ -375,16 +407,12 @@ def _train(base: str, texts: Sequence[str], labels: Sequence[int], label_names: 
             rows = perm[start: start + recipe.batch_size]
             enc = teacher._encode([texts[i] for i in rows])
             loss = nn.functional.cross_entropy(model(enc["input_ids"], enc["attention_mask"]), y[rows])
-            optimiser.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimiser.step()
-            schedule.step()
+            _step(loss, model, optimiser, schedule)
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
             if val_texts and (step % eval_every == 0 or step == total):
-                acc = float((teacher._compute(val_texts, 64, False).argmax(1) == np.array(val_labels)).mean())
+                acc = _accuracy(teacher, val_texts, val_labels)
                 model.train()
                 if acc > best[0]:
                     best = (acc, step, {k: v.clone() for k, v in model.state_dict().items()})
@@ -396,14 +424,81 @@ def _train(base: str, texts: Sequence[str], labels: Sequence[int], label_names: 
     bar.close()
     if best[2] is not None:
         model.load_state_dict(best[2])
+    return step, best[:2]
+
+
+def _contrast(model: Classifier, teacher: Teacher, texts: list[str], labels: list[int], recipe: Recipe,
+              progress: bool) -> int:
+    """SetFit's idea, with every pair of a batch: `recipe.contrastive` steps moving the cosine similarity of two
+    labelled texts' pooled embeddings towards 1 when they share a label and 0 when not.
+
+    Each step draws 2 x `recipe.batch_size` texts (a fresh permutation when one runs out); the squared error
+    is averaged over same-label and other-label pairs separately and the two halves weighted equally, so a
+    many-class batch, mostly other-label pairs, still pulls its few same-label pairs together."""
+    size, total = 2 * recipe.batch_size, recipe.contrastive
+    optimiser = torch.optim.AdamW(model.encoder.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    schedule = _schedule(optimiser, total, recipe.warmup)
+    rng = np.random.default_rng(recipe.seed)
+    y = torch.tensor(labels)
+    perm, at = rng.permutation(len(texts)), 0
+    bar = tqdm(total=total, desc=f"teacher {teacher.info['base']} (contrastive)", disable=not progress, unit="step")
+    model.train()
+    for _ in range(total):
+        if at + min(size, len(texts)) > len(perm):
+            perm, at = rng.permutation(len(texts)), 0
+        rows = perm[at: at + size]
+        at += len(rows)
+        enc = teacher._encode([texts[i] for i in rows])
+        unit = nn.functional.normalize(model.embed(enc["input_ids"], enc["attention_mask"]), dim=1)
+        same = (y[rows][:, None] == y[rows][None, :]).float()
+        error = (unit @ unit.T - same) ** 2
+        others = 1 - torch.eye(len(rows))
+        halves = [(error * w).sum() / w.sum().clamp(min=1) for w in (same * others, (1 - same) * others)]
+        loss = (halves[0] + halves[1]) / 2
+        _step(loss, model, optimiser, schedule)
+        bar.update(1)
+        bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+    bar.close()
+    return total
+
+
+@torch.no_grad()
+def _pooled(model: Classifier, teacher: Teacher, texts: list[str]) -> torch.Tensor:
     model.eval()
-    report = {"steps": step, "best_step": best[1] if val_texts else step, "seconds": round(time.time() - started, 1),
-              "threads": torch.get_num_threads(),
-              "labels_trained": len(texts), "labels_held_out": len(val_texts),
-              "held_out_accuracy": best[0] if val_texts else None}
-    teacher.info["training"] = report
-    log.info("teacher %s: %s", base, report)
-    return teacher
+    parts = []
+    for start in range(0, len(texts), 64):
+        enc = teacher._encode(texts[start: start + 64])
+        parts.append(model.embed(enc["input_ids"], enc["attention_mask"]))
+    return torch.cat(parts)
+
+
+def _fit_head(model: Classifier, teacher: Teacher, texts: list[str], labels: list[int], iterations: int = 500,
+              l2: float = 1e-3) -> None:
+    """The linear head alone on the frozen pooled embeddings of the labels: full-batch cross-entropy with an L2
+    penalty on its weights (a logistic regression), as SetFit fits its head."""
+    features, y = _pooled(model, teacher, texts), torch.tensor(labels)
+    optimiser = torch.optim.AdamW(model.head.parameters(), lr=1e-2, weight_decay=0.0)
+    with torch.enable_grad():
+        for _ in range(iterations):
+            loss = nn.functional.cross_entropy(model.head(features), y) + l2 * model.head.weight.pow(2).sum()
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+
+
+def _schedule(optimiser: torch.optim.Optimizer, total: int, warmup: float) -> torch.optim.lr_scheduler.LambdaLR:
+    """A linear warm-up over `warmup` of the steps, then a linear decay to 0."""
+    warm = int(total * warmup)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda s: (s + 1) / max(warm, 1) if s < warm else max(0.0, (total - s) / max(total - warm, 1)))
+
+
+def _step(loss: torch.Tensor, model: nn.Module, optimiser: torch.optim.Optimizer, schedule) -> None:
+    optimiser.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimiser.step()
+    schedule.step()
 
 
 class LogitCache:
