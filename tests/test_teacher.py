@@ -9,7 +9,8 @@ import pytest
 from conftest import toy_texts
 
 from tinydistill.errors import TinyDistillError
-from tinydistill.teacher import RECIPES, LogitCache, Teacher, get_recipe, train_teacher
+from tinydistill.finetune import RECIPES, get_recipe, train_teacher
+from tinydistill.teacher import LogitCache, Teacher
 
 QUICK = get_recipe("strong", epochs=8, min_steps=0, batch_size=8, max_length=16, lr=1e-3, head_lr=1e-2,
                    threads=1)
@@ -109,7 +110,7 @@ def test_self_training_adds_the_surest_pool_texts_and_keeps_the_step_count(tiny_
 def test_contrastive_stage_pulls_same_label_texts_together_then_fits_the_head(tiny_bert):
     import torch
 
-    from tinydistill.teacher import _pooled
+    from tinydistill.finetune import _pooled
 
     texts, labels = toy_texts(48)
     recipe = get_recipe("contrastive", contrastive=30, lr=1e-3, max_length=16, threads=1)

@@ -7,8 +7,8 @@ __version__ = "0.1.0"
 
 _API = {
     "Split": "data", "load": "data", "load_file": "data", "load_paper_dataset": "data", "load_hub": "data",
-    "stratified_sample": "data", "Teacher": "teacher", "Recipe": "teacher", "RECIPES": "teacher",
-    "train_teacher": "teacher", "LogitCache": "teacher", "Student": "students", "TrainConfig": "distill",
+    "stratified_sample": "data", "Teacher": "teacher", "Recipe": "finetune", "RECIPES": "finetune",
+    "train_teacher": "finetune", "LogitCache": "teacher", "Student": "students", "TrainConfig": "distill",
     "RunConfig": "pipeline", "run": "pipeline", "scores": "evaluate", "TinyDistillError": "errors",
 }
 __all__ = sorted(_API)

@@ -150,8 +150,8 @@ def cmd_run(a: argparse.Namespace) -> None:
 
 
 def cmd_train_teacher(a: argparse.Namespace) -> None:
+    from tinydistill.finetune import get_recipe, train_teacher
     from tinydistill.pipeline import RunConfig, load_task
-    from tinydistill.teacher import get_recipe, train_teacher
 
     task = load_task(RunConfig(data=a.data, data_dir=a.data_dir, test=a.test, text_column=a.text_column,
                                label_column=a.label_column, labeled=a.labeled, seed=a.seed), transfer=False)

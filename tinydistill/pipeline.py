@@ -23,8 +23,9 @@ from tinydistill.bases import cache_root
 from tinydistill.distill import TrainConfig
 from tinydistill.errors import TinyDistillError
 from tinydistill.evaluate import headline, latency, scores, throughput
+from tinydistill.finetune import Recipe, get_recipe, self_train, train_teacher
 from tinydistill.students import ARCHITECTURES, Student
-from tinydistill.teacher import LogitCache, Recipe, Teacher, get_recipe, self_train, train_teacher
+from tinydistill.teacher import LogitCache, Teacher
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class RunConfig:
     transfer_size: int | None = None  # cap on the transfer set (a seeded sample), for a quick run
     test_size: int | None = None  # cap on the test split (one stratified sample, the same for every seed)
     teacher: str = "minilm"  # short name, local folder or hub id
-    recipe: str = "strong"  # teacher recipe, a name in teacher.RECIPES: "strong" (the default), "contrastive", ...
+    recipe: str = "strong"  # teacher recipe, a name in finetune.RECIPES: "strong" (the default), "contrastive", ...
     teacher_epochs: float | None = None
     teacher_lr: float | None = None
     max_length: int | None = None  # teacher tokens per text
@@ -148,7 +149,7 @@ def get_teacher(c: RunConfig, task: Task, folder: Path, progress: bool = True) -
         return saved
     members = [_cached_teacher(c.teacher, replace(recipe, members=1, seed=recipe.seed + k), task, None, progress)
                for k in range(recipe.members)]
-    teacher = Teacher.committee(members, recipe)
+    teacher = Teacher.committee(members, recipe.to_info())
     teacher.info["key"] = key
     teacher.save(folder)
     return teacher

@@ -1,8 +1,8 @@
-"""The teacher: a Hugging Face encoder with a classification head, fine-tuned on a few labels.
+"""The teacher: a Hugging Face encoder with a classification head (fine-tuned by `finetune.py`).
 
-`train_teacher` fine-tunes; `Teacher.logits` labels a transfer set in length-sorted, no-grad batches
-through an on-disk cache keyed by the teacher's weights and the text, so a second run, or a run killed
-half way, computes only what is missing.
+`Teacher.logits` labels a transfer set in length-sorted, no-grad batches through an on-disk cache keyed by
+the teacher's weights and the text, so a second run, or a run killed half way, computes only what is missing.
+Saved teachers are safetensors and JSON: loading one unpickles nothing.
 """
 
 from __future__ import annotations
@@ -10,12 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import sqlite3
-import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,70 +21,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from tinydistill.bases import resolve_teacher
 from tinydistill.errors import TinyDistillError
 
 log = logging.getLogger(__name__)
-
-
-# ------------------------------------------------------------------------------------------- recipes
-
-
-@dataclass
-class Recipe:
-    """How to fine-tune the teacher."""
-
-    epochs: float = 3  # upper bound on passes over the labels
-    lr: float = 5e-5
-    batch_size: int = 16
-    max_length: int = 128  # tokens per text; longer texts are truncated
-    warmup: float = 0.0  # fraction of steps with a linear warm-up
-    weight_decay: float = 0.01
-    min_steps: int = 0  # at least this many optimiser steps, however few the labels
-    val_fraction: float = 0.0  # labels held out for early stopping (0: none, train on all)
-    patience: int = 3  # evaluations without improvement before stopping
-    pooling: str = "cls"  # "cls" token or "mean" of token states (sentence-embedding models are trained so)
-    head_lr: float | None = None  # a separate, larger learning rate for the fresh head
-    members: int = 1  # fine-tune this many teachers (seeds seed, seed+1, ...) on the same labels; average logits
-    self_train: int = 0  # then again from the base on the labels + this many pool texts the first is surest of
-    contrastive: int = 0  # steps of a contrastive (SetFit-style) stage on the encoder; then only the head is fit
-    seed: int = 0
-    threads: int | None = None  # torch intra-op threads while training (None: torch's default, all cores)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        for name, off in (("members", 1), ("self_train", 0), ("contrastive", 0)):  # off: older recipes' cache keys hold
-            if d[name] == off:
-                del d[name]
-        return d
-
-
-RECIPES: dict[str, Recipe] = {
-    # the paper's section 3.2: 3 epochs, lr 5e-5, batch 16
-    "paper": Recipe(),
-    # measured to be strong on 50-1000 labels on a CPU (see the README's teacher table)
-    "strong": Recipe(epochs=10, lr=1e-4, batch_size=16, warmup=0.1, min_steps=300, val_fraction=0.0,
-                     pooling="mean", head_lr=1e-3),
-    # the same, holding a fifth of the labels out and keeping the best checkpoint on them (a lever of issue 6)
-    "strong-early-stop": Recipe(epochs=10, lr=1e-4, batch_size=16, warmup=0.1, min_steps=300, val_fraction=0.2,
-                                patience=3, pooling="mean", head_lr=1e-3),
-    # three "strong" teachers from seeds s, s+1, s+2 on the same labels, their logits averaged (a lever of issue 6)
-    "ensemble": Recipe(epochs=10, lr=1e-4, batch_size=16, warmup=0.1, min_steps=300, val_fraction=0.0,
-                       pooling="mean", head_lr=1e-3, members=3),
-    # "strong", then again from the base with 1000 pool texts it labels most surely added (a lever of issue 6)
-    "self-train": Recipe(epochs=10, lr=1e-4, batch_size=16, warmup=0.1, min_steps=300, val_fraction=0.0,
-                         pooling="mean", head_lr=1e-3, self_train=1000),
-    # 200 steps pulling same-label texts together and others apart (lr 2e-5, pairs from batches of 32), then a
-    # linear head on the frozen embeddings: SetFit's idea (a lever of issue 6)
-    "contrastive": Recipe(epochs=0, lr=2e-5, batch_size=16, warmup=0.1, pooling="mean", contrastive=200),
-}
-DEFAULT_RECIPE = "strong"
-
-
-def get_recipe(name: str, **overrides) -> Recipe:
-    if name not in RECIPES:
-        raise TinyDistillError(f"unknown recipe {name!r}; expected one of {sorted(RECIPES)}")
-    return replace(RECIPES[name], **{k: v for k, v in overrides.items() if v is not None})
 
 
 # --------------------------------------------------------------------------------------------- model
@@ -245,260 +181,14 @@ class Teacher:
                    meta["max_length"], info)
 
     @classmethod
-    def committee(cls, members: Sequence[Teacher], recipe: Recipe) -> Teacher:
-        """One teacher whose logits are the mean of the members' (fine-tuned on the same labels)."""
+    def committee(cls, members: Sequence[Teacher], recipe: dict) -> Teacher:
+        """One teacher whose logits are the mean of the members' (fine-tuned on the same labels by `recipe`)."""
         reports = [m.info.get("training", {}) for m in members]
         training = {"steps": sum(r.get("steps", 0) for r in reports),
                     "seconds": round(sum(r.get("seconds", 0.0) for r in reports), 1), "members": reports}
-        info = {**members[0].info, "recipe": {k: v for k, v in recipe.to_dict().items() if k != "threads"},
-                "training": training}
+        info = {**members[0].info, "recipe": recipe, "training": training}
         return cls(Committee([m.model for m in members]).eval(), members[0].tokenizer, members[0].label_names,
                    members[0].max_length, info)
-
-
-# ------------------------------------------------------------------------------------------ training
-
-
-def _set_seed(seed: int) -> None:
-    import random
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def train_teacher(base: str, texts: Sequence[str], labels: Sequence[int], label_names: Sequence[str],
-                  recipe: Recipe | None = None, progress: bool = True, pool: Sequence[str] = ()) -> Teacher:
-    """Fine-tune `base` (a short name, folder or hub id) on labelled texts; returns the teacher.
-
-    With `recipe.val_fraction` > 0 a stratified slice of the labels is held out and the best checkpoint on
-    it is kept; the report (steps, seconds, held-out accuracy) is in `teacher.info["training"]`. With
-    `recipe.members` > 1 that many teachers are fine-tuned from consecutive seeds and averaged (`Committee`);
-    with `recipe.self_train` > 0 and unlabelled `pool` texts, see `self_train`.
-    """
-    from tinydistill.distill import torch_threads
-
-    recipe = recipe or RECIPES[DEFAULT_RECIPE]
-    if recipe.members > 1:
-        return Teacher.committee([train_teacher(base, texts, labels, label_names,
-                                                replace(recipe, members=1, seed=recipe.seed + k), progress, pool)
-                                  for k in range(recipe.members)], recipe)
-    with torch_threads(recipe.threads or torch.get_num_threads()):
-        teacher = _train(base, texts, labels, label_names, replace(recipe, self_train=0), progress)
-    if recipe.self_train > 0 and pool:
-        teacher = self_train(teacher, base, texts, labels, label_names, pool, recipe, progress)
-    return teacher
-
-
-def self_train(first: Teacher, base: str, texts: Sequence[str], labels: Sequence[int], label_names: Sequence[str],
-               pool: Sequence[str], recipe: Recipe, progress: bool = True) -> Teacher:
-    """Fine-tune again from `base`, for as many steps, on the labels plus pool texts `first` labelled surest.
-
-    `first` is the teacher `recipe` (without self-training) made from these labels. A seeded sample of at most
-    5 x `recipe.self_train` pool texts is scored; each class then takes up to an equal share of
-    `recipe.self_train` of the texts predicted as it, highest probability first.
-    """
-    from tinydistill.distill import torch_threads
-
-    with torch_threads(recipe.threads or torch.get_num_threads()):
-        return _self_train(first, base, texts, labels, label_names, pool, recipe, progress)
-
-
-def _self_train(first: Teacher, base: str, texts: Sequence[str], labels: Sequence[int], label_names: Sequence[str],
-                pool: Sequence[str], recipe: Recipe, progress: bool) -> Teacher:
-    started, seen = time.time(), set(texts)
-    candidates = [t for t in dict.fromkeys(pool) if t not in seen and t.strip()]
-    if not candidates:
-        log.warning("self-training: no unlabelled texts beyond the labels; keeping the first teacher")
-        return first
-    rng = np.random.default_rng(recipe.seed)
-    take = min(len(candidates), 5 * recipe.self_train)
-    sample = [candidates[i] for i in np.sort(rng.choice(len(candidates), take, replace=False))]
-    logits = first._compute(sample, 64, progress)
-    probs = np.exp(logits - logits.max(1, keepdims=True))
-    probs /= probs.sum(1, keepdims=True)
-    share = recipe.self_train // len(label_names)
-    picked: list[tuple[str, int]] = []
-    for k in range(len(label_names)):
-        rows = np.flatnonzero(probs.argmax(1) == k)
-        picked += [(sample[i], k) for i in rows[np.argsort(-probs[rows, k], kind="stable")][:share]]
-    steps = first.info["training"]["steps"]
-    second = _train(base, [*texts, *(t for t, _ in picked)], [*labels, *(k for _, k in picked)], label_names,
-                    replace(recipe, self_train=0, epochs=0, min_steps=steps), progress)
-    second.info["recipe"] = {k: v for k, v in recipe.to_dict().items() if k != "threads"}
-    report = second.info["training"]
-    report["self_train"] = {"pool_scored": len(sample), "pseudo_labelled": len(picked), "first": first.info["training"]}
-    report["seconds"] = round(time.time() - started + first.info["training"]["seconds"], 1)
-    return second
-
-
-def _train(base: str, texts: Sequence[str], labels: Sequence[int], label_names: Sequence[str], recipe: Recipe,
-           progress: bool) -> Teacher:
-    from transformers import AutoModel, AutoTokenizer
-
-    from tinydistill.data import Split, stratified_sample
-
-    _set_seed(recipe.seed)
-    path = resolve_teacher(base)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        encoder = AutoModel.from_pretrained(path)
-    except OSError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise TinyDistillError(f"teacher {base!r}: could not load ({first})") from None
-    model = Classifier(encoder, len(label_names), recipe.pooling)
-    recipe_info = {k: v for k, v in recipe.to_dict().items() if k != "threads"}  # threads change no result
-    teacher = Teacher(model, tokenizer, label_names, recipe.max_length, {"base": base, "recipe": recipe_info})
-
-    texts, labels = list(texts), list(labels)
-    val_texts: list[str] = []
-    val_labels: list[int] = []
-    n_val = int(round(len(texts) * recipe.val_fraction))
-    if n_val >= len(set(labels)):
-        held, rest = stratified_sample(Split(texts, labels, list(label_names), "labels"), n_val, recipe.seed)
-        val_texts, val_labels = held.texts, held.labels or []
-        texts, labels = rest.texts, rest.labels or []
-
-    started = time.time()
-    if recipe.contrastive:
-        step = _contrast(model, teacher, texts, labels, recipe, progress)
-        _fit_head(model, teacher, texts, labels)
-        best = (_accuracy(teacher, val_texts, val_labels), step)
-    else:
-        step, best = _fine_tune(model, teacher, texts, labels, val_texts, val_labels, recipe, progress)
-    model.eval()
-    report = {"steps": step, "best_step": best[1] if val_texts else step, "seconds": round(time.time() - started, 1),
-              "threads": torch.get_num_threads(),
-              "labels_trained": len(texts), "labels_held_out": len(val_texts),
-              "held_out_accuracy": best[0] if val_texts else None}
-    teacher.info["training"] = report
-    log.info("teacher %s: %s", base, report)
-    return teacher
-
-
-def _accuracy(teacher: Teacher, texts: Sequence[str], labels: Sequence[int]) -> float:
-    if not texts:
-        return -1.0
-    return float((teacher._compute(texts, 64, False).argmax(1) == np.array(labels)).mean())
-
-
-def _fine_tune(model: Classifier, teacher: Teacher, texts: list[str], labels: list[int], val_texts: list[str],
-               val_labels: list[int], recipe: Recipe, progress: bool) -> tuple[int, tuple[float, int]]:
-    """Encoder and head together on cross-entropy; with held-out labels, the best checkpoint on them is kept.
-
-    Returns the steps taken and (best held-out accuracy, its step)."""
-    steps_per_epoch = math.ceil(len(texts) / recipe.batch_size)
-    total = max(math.ceil(recipe.epochs * steps_per_epoch), recipe.min_steps)
-    head_lr = recipe.head_lr or recipe.lr
-    groups = [{"params": model.encoder.parameters(), "lr": recipe.lr},
-              {"params": model.head.parameters(), "lr": head_lr}]
-    optimiser = torch.optim.AdamW(groups, weight_decay=recipe.weight_decay)
-    schedule = _schedule(optimiser, total, recipe.warmup)
-    rng = np.random.default_rng(recipe.seed)
-    y = torch.tensor(labels)
-    eval_every = max(steps_per_epoch, 25)
-    best: tuple[float, int, dict | None] = (-1.0, 0, None)
-    since_best, step = 0, 0
-    bar = tqdm(total=total, desc=f"teacher {teacher.info['base']}", disable=not progress, unit="step")
-    model.train()
-    while step < total and since_best < recipe.patience:
-        perm = rng.permutation(len(texts))
-        for start in range(0, len(perm), recipe.batch_size):
-            rows = perm[start: start + recipe.batch_size]
-            enc = teacher._encode([texts[i] for i in rows])
-            loss = nn.functional.cross_entropy(model(enc["input_ids"], enc["attention_mask"]), y[rows])
-            _step(loss, model, optimiser, schedule)
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
-            if val_texts and (step % eval_every == 0 or step == total):
-                acc = _accuracy(teacher, val_texts, val_labels)
-                model.train()
-                if acc > best[0]:
-                    best = (acc, step, {k: v.clone() for k, v in model.state_dict().items()})
-                    since_best = 0
-                else:
-                    since_best += 1
-            if step >= total or since_best >= recipe.patience:
-                break
-    bar.close()
-    if best[2] is not None:
-        model.load_state_dict(best[2])
-    return step, best[:2]
-
-
-def _contrast(model: Classifier, teacher: Teacher, texts: list[str], labels: list[int], recipe: Recipe,
-              progress: bool) -> int:
-    """SetFit's idea, with every pair of a batch: `recipe.contrastive` steps moving the cosine similarity of two
-    labelled texts' pooled embeddings towards 1 when they share a label and 0 when not.
-
-    Each step draws 2 x `recipe.batch_size` texts (a fresh permutation when one runs out); the squared error
-    is averaged over same-label and other-label pairs separately and the two halves weighted equally, so a
-    many-class batch, mostly other-label pairs, still pulls its few same-label pairs together."""
-    size, total = 2 * recipe.batch_size, recipe.contrastive
-    optimiser = torch.optim.AdamW(model.encoder.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-    schedule = _schedule(optimiser, total, recipe.warmup)
-    rng = np.random.default_rng(recipe.seed)
-    y = torch.tensor(labels)
-    perm, at = rng.permutation(len(texts)), 0
-    bar = tqdm(total=total, desc=f"teacher {teacher.info['base']} (contrastive)", disable=not progress, unit="step")
-    model.train()
-    for _ in range(total):
-        if at + min(size, len(texts)) > len(perm):
-            perm, at = rng.permutation(len(texts)), 0
-        rows = perm[at: at + size]
-        at += len(rows)
-        enc = teacher._encode([texts[i] for i in rows])
-        unit = nn.functional.normalize(model.embed(enc["input_ids"], enc["attention_mask"]), dim=1)
-        same = (y[rows][:, None] == y[rows][None, :]).float()
-        error = (unit @ unit.T - same) ** 2
-        others = 1 - torch.eye(len(rows))
-        halves = [(error * w).sum() / w.sum().clamp(min=1) for w in (same * others, (1 - same) * others)]
-        loss = (halves[0] + halves[1]) / 2
-        _step(loss, model, optimiser, schedule)
-        bar.update(1)
-        bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
-    bar.close()
-    return total
-
-
-@torch.no_grad()
-def _pooled(model: Classifier, teacher: Teacher, texts: list[str]) -> torch.Tensor:
-    model.eval()
-    parts = []
-    for start in range(0, len(texts), 64):
-        enc = teacher._encode(texts[start: start + 64])
-        parts.append(model.embed(enc["input_ids"], enc["attention_mask"]))
-    return torch.cat(parts)
-
-
-def _fit_head(model: Classifier, teacher: Teacher, texts: list[str], labels: list[int], iterations: int = 500,
-              l2: float = 1e-3) -> None:
-    """The linear head alone on the frozen pooled embeddings of the labels: full-batch cross-entropy with an L2
-    penalty on its weights (a logistic regression), as SetFit fits its head."""
-    features, y = _pooled(model, teacher, texts), torch.tensor(labels)
-    optimiser = torch.optim.AdamW(model.head.parameters(), lr=1e-2, weight_decay=0.0)
-    with torch.enable_grad():
-        for _ in range(iterations):
-            loss = nn.functional.cross_entropy(model.head(features), y) + l2 * model.head.weight.pow(2).sum()
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-
-
-def _schedule(optimiser: torch.optim.Optimizer, total: int, warmup: float) -> torch.optim.lr_scheduler.LambdaLR:
-    """A linear warm-up over `warmup` of the steps, then a linear decay to 0."""
-    warm = int(total * warmup)
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda s: (s + 1) / max(warm, 1) if s < warm else max(0.0, (total - s) / max(total - warm, 1)))
-
-
-def _step(loss: torch.Tensor, model: nn.Module, optimiser: torch.optim.Optimizer, schedule) -> None:
-    optimiser.zero_grad()
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    optimiser.step()
-    schedule.step()
 
 
 class LogitCache:
