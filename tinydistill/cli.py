@@ -136,8 +136,10 @@ def _extensions():
 
 
 def cmd_run(a: argparse.Namespace) -> None:
+    from tinydistill.finetune import get_recipe
     from tinydistill.pipeline import RunConfig, format_table, run
 
+    get_recipe(a.recipe)  # a bad name fails before any data is read
     config = RunConfig(data=a.data, data_dir=a.data_dir, test=a.test, text_column=a.text_column,
                        label_column=a.label_column, labeled=a.labeled, test_size=a.test_size, transfer=a.transfer,
                        transfer_size=a.transfer_size, teacher=a.teacher, recipe=a.recipe,
@@ -153,11 +155,11 @@ def cmd_train_teacher(a: argparse.Namespace) -> None:
     from tinydistill.finetune import get_recipe, train_teacher
     from tinydistill.pipeline import RunConfig, load_task
 
+    recipe = get_recipe(a.recipe, epochs=a.teacher_epochs, lr=a.teacher_lr, max_length=a.max_length, seed=a.seed)
     task = load_task(RunConfig(data=a.data, data_dir=a.data_dir, test=a.test, text_column=a.text_column,
                                label_column=a.label_column, labeled=a.labeled, seed=a.seed), transfer=False)
     teacher = train_teacher(a.teacher, task.labeled.texts, task.labeled.labels or [], task.labeled.label_names,
-                            get_recipe(a.recipe, epochs=a.teacher_epochs, lr=a.teacher_lr, max_length=a.max_length,
-                                       seed=a.seed), progress=not a.quiet, pool=task.transfer)
+                            recipe, progress=not a.quiet, pool=task.transfer)
     teacher.save(a.out)
     print(json.dumps({"teacher": a.out, **teacher.info["training"]}))
 
