@@ -151,6 +151,7 @@ def test_teachers_table_compares_recipes_and_resumes(setup, monkeypatch):
     assert {r["run"].rsplit("-", 1)[-1] for r in result["runs"]} == {"paper", "stop"}  # a folder per recipe
     md = open(result["markdown"]).read()
     assert "| SST-2 | 40 | " in md and "| 83.5 |" in md and "40 / 30 (" in md
+    assert {r["score_threads"] for r in result["runs"]} == {1} and "on 1 torch thread(s)." in md
 
     monkeypatch.setattr(pipeline, "train_teacher", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
     again = tables.teachers(["sst2"], sized, recipes=("paper", "strong-early-stop"))

@@ -247,6 +247,8 @@ def _stat(values: Sequence[float]) -> dict:
 
 def teacher_run(dataset: str, labeled: int, seed: int, name: str, recipe: str, s: Setup) -> dict:
     """Fine-tune (or reuse) one teacher and score it on the test split; kept in `<run>/teacher-score.json`."""
+    import torch
+
     from tinydistill import evaluate, pipeline
     from tinydistill.bases import cache_root
     from tinydistill.teacher import LogitCache
@@ -268,6 +270,7 @@ def teacher_run(dataset: str, labeled: int, seed: int, name: str, recipe: str, s
               "sizes": {"labeled": len(task.labeled), "test": len(task.test)}, "reference": None,
               "headline": evaluate.headline(task.metric, row), **row, "seconds": training.get("seconds"),
               "steps": training.get("steps"), "held_out": training.get("held_out_accuracy"),
+              "score_threads": torch.get_num_threads(),
               "texts_per_s": evaluate.throughput(lambda b: teacher.logits(b, progress=False), task.test.texts,
                                                  batch_size=64, min_seconds=2.0, max_texts=512)}
     pipeline.write_json(path, {"key": key, "record": record})

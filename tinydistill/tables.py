@@ -148,12 +148,12 @@ def teachers(datasets: Sequence[str] = DATASETS, setup: Setup | None = None, nam
                            _paper(PAPER["table2"]["teacher"].get(r["dataset"])), _pm(r, "accuracy"),
                            _pm(r, "seconds", 1, 0), _pm(r, "steps", 1, 0), _pm(r, "held_out"),
                            _pm(r, "texts_per_s", 1, 1)]))
-    import torch
-
+    threads = sorted({r["score_threads"] for r in runs if "score_threads" in r})
+    on = (f"{threads[0]} torch thread(s)" if len(threads) == 1 and all("score_threads" in r for r in runs)
+          else "the torch threads of the call that scored each run (`score_threads` in its JSON record, where kept)")
     lines += ["", "Train s: fine-tuning wall time, as recorded when each teacher was trained (its teacher.json, which "
               "also says on how many torch threads). Texts/s: test texts through the fine-tuned teacher in batches "
-              f"of 64, tokenisation included, on the {torch.get_num_threads()} torch thread(s) of the call that "
-              "scored it."]
+              f"of 64, tokenisation included, on {on}."]
     return _write(s, "teachers", {"datasets": list(datasets), "summary": summary, "runs": runs}, lines, started)
 
 
