@@ -109,7 +109,8 @@ def train_teacher(base: str, texts: Sequence[str], labels: Sequence[int], label_
     With `recipe.val_fraction` > 0 a stratified slice of the labels is held out and the best checkpoint on
     it is kept; the report (steps, seconds, held-out accuracy) is in `teacher.info["training"]`. With
     `recipe.members` > 1 that many teachers are fine-tuned from consecutive seeds and averaged (`Committee`);
-    with `recipe.self_train` > 0 and unlabelled `pool` texts, see `self_train`.
+    with `recipe.self_train` > 0 and unlabelled `pool` texts, see `self_train`; with `recipe.contrastive` > 0
+    the encoder first gets that many contrastive steps (`_contrast`) and only the head is then fit (`_fit_head`).
     """
     from tinydistill.distill import torch_threads
 
