@@ -196,8 +196,9 @@ def _train(base: str, texts: Sequence[str], labels: Sequence[int], label_names: 
 
     started = time.time()
     if recipe.contrastive:
-        step = _contrast(model, teacher, texts, labels, recipe, progress)
+        _contrast(model, teacher, texts, labels, recipe, progress)
         _fit_head(model, teacher, texts, labels)
+        step = recipe.contrastive
         best = (_accuracy(teacher, val_texts, val_labels), step)
     else:
         step, best = _fine_tune(model, teacher, texts, labels, val_texts, val_labels, recipe, progress)
@@ -263,7 +264,7 @@ def _fine_tune(model: Classifier, teacher: Teacher, texts: list[str], labels: li
 
 
 def _contrast(model: Classifier, teacher: Teacher, texts: list[str], labels: list[int], recipe: Recipe,
-              progress: bool) -> int:
+              progress: bool) -> None:
     """SetFit's idea, with every pair of a batch: `recipe.contrastive` steps moving the cosine similarity of two
     labelled texts' pooled embeddings towards 1 when they share a label and 0 when not.
 
@@ -294,7 +295,6 @@ def _contrast(model: Classifier, teacher: Teacher, texts: list[str], labels: lis
         bar.update(1)
         bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
     bar.close()
-    return total
 
 
 @torch.no_grad()
@@ -313,12 +313,11 @@ def _fit_head(model: Classifier, teacher: Teacher, texts: list[str], labels: lis
     penalty on its weights (a logistic regression), as SetFit fits its head."""
     features, y = _pooled(model, teacher, texts), torch.tensor(labels)
     optimiser = torch.optim.AdamW(model.head.parameters(), lr=1e-2, weight_decay=0.0)
-    with torch.enable_grad():
-        for _ in range(iterations):
-            loss = nn.functional.cross_entropy(model.head(features), y) + l2 * model.head.weight.pow(2).sum()
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
+    for _ in range(iterations):
+        loss = nn.functional.cross_entropy(model.head(features), y) + l2 * model.head.weight.pow(2).sum()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
 
 
 def _schedule(optimiser: torch.optim.Optimizer, total: int, warmup: float) -> torch.optim.lr_scheduler.LambdaLR:
