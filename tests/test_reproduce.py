@@ -136,6 +136,8 @@ def test_cli_parses_into_setup():
     assert s.transfer_size("cola") == 5000 and s.transfer_size("agnews") == 5000  # the paper: 1M and 20K
     assert replace(s, transfer_scale=0.1, transfer_max=None).transfer_size("agnews") == 2000
     assert build_parser().parse_args(["reproduce", "curves", "--sizes", "50,100"]).sizes == [50, 100]
+    s = tables.setup_from_args(build_parser().parse_args(["reproduce", "teachers", "--max-length", "256"]))
+    assert s.base.max_length == 256 and s.base.teacher_epochs is None and s.base.recipe == "strong"
 
 
 def test_teachers_table_compares_recipes_and_resumes(setup, monkeypatch):
@@ -148,9 +150,12 @@ def test_teachers_table_compares_recipes_and_resumes(setup, monkeypatch):
         assert row["seconds"]["mean"] > 0 and row["steps"]["mean"] >= 1
     assert rows["paper"]["held_out"] is None and 0 <= rows["strong-early-stop"]["held_out"]["mean"] <= 1
     assert {r["sizes"]["test"] for r in result["runs"]} == {30}  # one stratified sample of the 60 test texts
-    assert {r["run"].rsplit("-", 1)[-1] for r in result["runs"]} == {"paper", "stop"}  # a folder per recipe
+    # a folder per recipe and teacher text length: the fixture's teachers read 16 tokens a text, not 128
+    assert all(r["run"].endswith(f"-{r['recipe']}-16tok") for r in result["runs"])
+    assert len({r["run"] for r in result["runs"]}) == 4
+    assert {r["max_length"] for r in result["runs"]} == {16}
     md = open(result["markdown"]).read()
-    assert "| SST-2 | 40 | " in md and "| 83.5 |" in md and "40 / 30 (" in md
+    assert "| SST-2 | 40 | " in md and "| 83.5 |" in md and "40 / 30 (" in md and "| paper, 16 tokens |" in md
     assert {r["score_threads"] for r in result["runs"]} == {1} and "on 1 torch thread(s)." in md
 
     monkeypatch.setattr(pipeline, "train_teacher", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))

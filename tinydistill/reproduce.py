@@ -83,12 +83,15 @@ def run_config(dataset: str, labeled: int, seed: int, s: Setup, speed: bool = Tr
     return replace(base, data=dataset, data_dir=data_dir, labeled=labeled, seed=seed, teacher=teacher,
                    students=list(s.students), transfer=[*base.transfer, *pool(dataset, size, data_dir, s)],
                    transfer_size=size, test_size=s.test_size or base.test_size,
-                   out=str(run_folder(s, dataset, labeled, seed, teacher, base.recipe)), speed=speed and base.speed)
+                   out=str(run_folder(s, dataset, labeled, seed, teacher, base.recipe, base.max_length)),
+                   speed=speed and base.speed)
 
 
-def run_folder(s: Setup, dataset: str, labeled: int, seed: int, teacher: str, recipe: str) -> Path:
-    """`<out>/<dataset>-<labels>-s<seed>-<teacher>[-<recipe>]`: another teacher or recipe, other folders."""
-    suffix = "" if recipe == "strong" else f"-{recipe}"
+def run_folder(s: Setup, dataset: str, labeled: int, seed: int, teacher: str, recipe: str,
+               tokens: int | None = None) -> Path:
+    """`<out>/<dataset>-<labels>-s<seed>-<teacher>[-<recipe>][-<tokens>tok]`: another teacher, recipe or teacher
+    text length (`tokens`, when set), other folders."""
+    suffix = ("" if recipe == "strong" else f"-{recipe}") + (f"-{tokens}tok" if tokens else "")
     return Path(s.out) / f"{dataset}-{labeled}-s{seed}-{Path(teacher).name}{suffix}"
 
 
@@ -256,7 +259,7 @@ def teacher_run(dataset: str, labeled: int, seed: int, name: str, recipe: str, s
     base = s.base or pipeline.RunConfig()
     c = replace(base, data=dataset, data_dir=s.data_dir or base.data_dir, labeled=labeled, seed=seed, teacher=name,
                 recipe=recipe, test_size=s.test_size or base.test_size,
-                out=str(run_folder(s, dataset, labeled, seed, name, recipe)))
+                out=str(run_folder(s, dataset, labeled, seed, name, recipe, base.max_length)))
     task = pipeline.load_task(c, transfer=False)
     teacher = pipeline.get_teacher(c, task, c.run_dir() / "teacher", s.progress)
     path, key = c.run_dir() / "teacher-score.json", pipeline.digest(teacher.fingerprint, task.test.texts)
@@ -266,8 +269,9 @@ def teacher_run(dataset: str, labeled: int, seed: int, name: str, recipe: str, s
     row = evaluate.scores(task.test.labels or [], logits.argmax(1), len(task.labeled.label_names))
     training = teacher.info.get("training", {})
     record = {"dataset": dataset, "labeled": labeled, "seed": seed, "teacher": Path(name).name, "recipe": recipe,
-              "run": str(c.run_dir()), "params": teacher.n_parameters(), "test_split": task.test.source,
-              "sizes": {"labeled": len(task.labeled), "test": len(task.test)}, "reference": None,
+              "max_length": teacher.max_length, "run": str(c.run_dir()), "params": teacher.n_parameters(),
+              "test_split": task.test.source, "sizes": {"labeled": len(task.labeled), "test": len(task.test)},
+              "reference": None,
               "headline": evaluate.headline(task.metric, row), **row, "seconds": training.get("seconds"),
               "steps": training.get("steps"), "held_out": training.get("held_out_accuracy"),
               "score_threads": torch.get_num_threads(),

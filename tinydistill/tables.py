@@ -127,24 +127,27 @@ def teachers(datasets: Sequence[str] = DATASETS, setup: Setup | None = None, nam
     """Issue 6's table: each teacher (`names`, default the setup's) fine-tuned with each recipe at every dataset's
     paper T-train size for every seed, with its test score beside the paper's BERT-base, training time and steps,
     held-out score (recipes that hold labels out) and batch-64 throughput; writes `<out>/teachers.json` and `.md`."""
+    from tinydistill.finetune import Recipe
+
     s, started = setup or Setup(), time.time()
     runs = [teacher_run(ds, _spec(ds).labeled, seed, name, recipe, s) for ds in datasets
             for name in (names or [s.teacher_for(ds)]) for recipe in recipes for seed in s.seeds_for(ds)]
     groups: dict[tuple, list[dict]] = defaultdict(list)
-    for r in runs:
-        groups[(r["dataset"], r["teacher"], r["recipe"])].append(r)
-    summary = [{"dataset": ds, "labeled": rs[0]["labeled"], "teacher": t, "recipe": rc, "runs": len(rs),
-                "params": rs[0]["params"], **{k: _stat([r[k] for r in rs if r[k] is not None])
+    for r in runs:  # records written before `max_length` was kept were all at the recipes' default
+        groups[(r["dataset"], r["teacher"], r["recipe"], r.get("max_length", Recipe.max_length))].append(r)
+    summary = [{"dataset": ds, "labeled": rs[0]["labeled"], "teacher": t, "recipe": rc, "max_length": n,
+                "runs": len(rs), "params": rs[0]["params"], **{k: _stat([r[k] for r in rs if r[k] is not None])
                                               for k in ("headline", "accuracy", "seconds", "steps", "texts_per_s")},
                 "held_out": _stat([r["held_out"] for r in rs]) if rs[0]["held_out"] is not None else None}
-               for (ds, t, rc), rs in groups.items()]
+               for (ds, t, rc, n), rs in groups.items()]
     head = ["dataset", "labels", "teacher", "params", "recipe", "F1 (MCC for CoLA)", "paper BERT-base", "acc",
             "train s", "steps", "held-out acc", "texts/s, batch 64"]
     lines = ["# Teachers: test F1 x 100 (MCC for CoLA), mean ± std over seeds, beside the paper's BERT-base", "",
              _row(head), _row(["---"] * len(head))]
     for r in summary:
+        recipe = r["recipe"] + ("" if r["max_length"] == Recipe.max_length else f", {r['max_length']} tokens")
         lines.append(_row([TITLES.get(r["dataset"], r["dataset"]), str(r["labeled"]), r["teacher"],
-                           _count(r["params"]), r["recipe"], _pm(r, "headline"),
+                           _count(r["params"]), recipe, _pm(r, "headline"),
                            _paper(PAPER["table2"]["teacher"].get(r["dataset"])), _pm(r, "accuracy"),
                            _pm(r, "seconds", 1, 0), _pm(r, "steps", 1, 0), _pm(r, "held_out"),
                            _pm(r, "texts_per_s", 1, 1)]))
@@ -312,11 +315,11 @@ def setup_from_args(a) -> Setup:
     from tinydistill.pipeline import RunConfig
 
     plain = [t for t in _csv(a.teacher) if "=" not in t]
-    epochs = getattr(a, "teacher_epochs", None)
+    epochs, tokens = getattr(a, "teacher_epochs", None), getattr(a, "max_length", None)
     return Setup(seeds=a.seeds[None], seeds_by={k: v for k, v in a.seeds.items() if k is not None},
                  teacher=plain[-1] if plain else "minilm", transfer_scale=getattr(a, "transfer_scale", None),
                  transfer_max=getattr(a, "transfer_max", None), test_size=a.test_size,
-                 base=RunConfig(teacher_epochs=epochs) if epochs else None,
+                 base=RunConfig(teacher_epochs=epochs, max_length=tokens) if epochs or tokens else None,
                  teachers=dict(t.split("=", 1) for t in _csv(a.teacher) if "=" in t),
                  augment=getattr(a, "augment", "glove"), out=a.out, data_dir=a.data_dir,
                  peers=tuple(getattr(a, "peers", ())), students=tuple(getattr(a, "students", ())),
@@ -362,6 +365,8 @@ def register_cli(sub) -> None:
                            "mpnet-base, a folder or a hub id (default: %(default)s)")
             q.add_argument("--recipes", type=_csv, default="strong", help="comma list of recipes to compare: strong, "
                            "strong-early-stop, ensemble, self-train, contrastive, paper (default: %(default)s)")
+            q.add_argument("--max-length", type=int, help="teacher tokens per text, longer texts cut (default: the "
+                           "recipe's, 128); runs go to their own folders and table rows")
         else:
             q.add_argument("--teacher", default="minilm", help="minilm or mpnet-base; DATASET=NAME entries choose "
                            "per dataset, e.g. mpnet-base,imdb=minilm (default: %(default)s)")
