@@ -71,6 +71,9 @@ def test_recipes_and_bad_names(tiny_bert):
     assert (RECIPES["paper"].epochs, RECIPES["paper"].lr, RECIPES["paper"].batch_size) == (3, 5e-5, 16)
     with pytest.raises(TinyDistillError, match="unknown recipe"):
         get_recipe("magic")
+    with pytest.raises(TinyDistillError, match="max length 0: expected at least 2 tokens"):
+        get_recipe("strong", max_length=0)
+    assert get_recipe("strong", max_length=256).max_length == 256
     with pytest.raises(TinyDistillError, match="could not load"):
         train_teacher("/nonexistent/teacher", ["a", "b"], [0, 1], ["x", "y"], QUICK, progress=False)
 

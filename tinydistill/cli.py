@@ -139,7 +139,7 @@ def cmd_run(a: argparse.Namespace) -> None:
     from tinydistill.finetune import get_recipe
     from tinydistill.pipeline import RunConfig, format_table, run
 
-    get_recipe(a.recipe)  # a bad name fails before any data is read
+    get_recipe(a.recipe, max_length=a.max_length)  # a bad name or length fails before any data is read
     config = RunConfig(data=a.data, data_dir=a.data_dir, test=a.test, text_column=a.text_column,
                        label_column=a.label_column, labeled=a.labeled, test_size=a.test_size, transfer=a.transfer,
                        transfer_size=a.transfer_size, teacher=a.teacher, recipe=a.recipe,

@@ -88,6 +88,9 @@ DEFAULT_RECIPE = "strong"
 def get_recipe(name: str, **overrides) -> Recipe:
     if name not in RECIPES:
         raise TinyDistillError(f"unknown recipe {name!r}; expected one of {sorted(RECIPES)}")
+    if overrides.get("max_length") is not None and overrides["max_length"] < 2:
+        raise TinyDistillError(f"max length {overrides['max_length']}: expected at least 2 tokens a text "
+                               "(the encoder's start and end markers take two)")
     return replace(RECIPES[name], **{k: v for k, v in overrides.items() if v is not None})
 
 
