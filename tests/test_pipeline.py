@@ -41,6 +41,7 @@ def test_pipeline_end_to_end_and_resume(files, tiny_bert, tmp_path, monkeypatch)
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved["rows"][1]["accuracy"] == rows["cbow"]["accuracy"]
     assert "| cbow |" in (tmp_path / "run" / "results.md").read_text()
+    check_cards(tmp_path / "run", tmp_path, files)
 
     # a rerun trains nothing: the teacher and students come back from the run folder
     import tinydistill.pipeline as pipeline
@@ -49,6 +50,45 @@ def test_pipeline_end_to_end_and_resume(files, tiny_bert, tmp_path, monkeypatch)
     monkeypatch.setattr(pipeline.Student, "fit", lambda *a, **k: pytest.fail("student retrained"))
     again = run(config(files, tiny_bert, tmp_path, speed=False), progress=False)
     assert [r["accuracy"] for r in again["rows"]] == [r["accuracy"] for r in results["rows"]]
+
+
+def front_matter(card: str) -> dict:
+    import yaml
+
+    assert card.startswith("---\n")
+    return yaml.safe_load(card.split("---\n")[1])
+
+
+def check_cards(run_dir, tmp_path, files) -> None:
+    """Each student, copied out of its run folder, still says in its card and config where it came from."""
+    import shutil
+
+    copy = tmp_path / "elsewhere" / "cbow"
+    shutil.copytree(run_dir / "students" / "cbow", copy)
+    shutil.rmtree(run_dir / "students" / "cbow.tmp", ignore_errors=True)
+    card = (copy / "README.md").read_text()
+    head = front_matter(card)
+    assert head["library_name"] == "tinydistill" and head["pipeline_tag"] == "text-classification"
+    assert "knowledge-distillation" in head["tags"] and "cbow" in head["tags"] and "f1" in head["metrics"]
+    metrics = {m["type"]: m["value"] for m in head["model-index"][0]["results"][0]["metrics"]}
+    saved = json.loads((copy / "config.json").read_text())
+    prov = saved["provenance"]
+    rows = {r["model"].split(" ")[0]: r for r in json.loads((run_dir / "results.json").read_text())["rows"]}
+    assert metrics["accuracy"] == round(rows["cbow"]["accuracy"], 4)
+    assert prov["teacher"].endswith("tiny-bert0") and prov["recipe"] == "strong" and prov["data"] == files[0]
+    assert (prov["labeled"], prov["transfer"], prov["classes"]) == (40, 200, 2)
+    assert prov["params"] == rows["cbow"]["params"] and prov["texts_per_s"] == rows["cbow"]["texts_per_s"]
+    assert prov["agreement"] == rows["cbow"]["agreement"] and 0 <= prov["agreement"] <= 1
+    assert prov["command"].startswith("tinydistill run --data ") and "--labeled 40" in prov["command"]
+    for text in ("| teacher |", "recipe `strong`", "| labels | 2: `neg`, `pos` |", "| labelled examples | 40 |",
+                 "| transfer set | 200 texts", "| test scores | F1 ", "| agreement with the teacher |",
+                 f"| parameters | {rows['cbow']['params']:,} |", "| texts/s |", "| made by | `tinydistill run"):
+        assert text in card, text
+    nods = json.loads((run_dir / "students" / "cbow-nods" / "config.json").read_text())["provenance"]
+    assert nods["method"] == "labels only (NoDs)" and "transfer" not in nods
+    teacher = (run_dir / "teacher" / "README.md").read_text()
+    assert front_matter(teacher)["tags"][-1] == "teacher" and "| labelled examples | 40 |" in teacher
+    assert json.loads((run_dir / "teacher" / "teacher.json").read_text())["provenance"]["scores"]["metric"] == "f1"
 
 
 def test_cli_run_prints_the_table(files, tiny_bert, tmp_path, capsys):

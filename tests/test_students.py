@@ -29,7 +29,8 @@ def test_student_contract(kind, tmp_path):
     edge = ["", "word " * 1000, "unseen tokens only"]
     assert student.predict(edge).shape == (3,)
     student.save_pretrained(tmp_path / kind)
-    assert sorted(p.name for p in (tmp_path / kind).iterdir()) == ["config.json", "model.safetensors", "vocab.txt"]
+    assert sorted(p.name for p in (tmp_path / kind).iterdir()) == ["README.md", "config.json", "model.safetensors",
+                                                                  "vocab.txt"]
     loaded = Student.from_pretrained(tmp_path / kind)
     np.testing.assert_allclose(loaded.logits(test + edge), student.logits(test + edge), atol=1e-6)
 

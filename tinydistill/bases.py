@@ -15,6 +15,11 @@ def cache_root() -> Path:
     return Path(os.environ.get("TINYDISTILL_CACHE", Path.home() / ".cache" / "tinydistill")).expanduser()
 
 
+def default_teacher() -> str:
+    """The teacher used when none is named: $TINYDISTILL_TEACHER, else the packaged MiniLM."""
+    return os.environ.get("TINYDISTILL_TEACHER") or "minilm"
+
+
 def resolve_teacher(name: str) -> str:
     """A short name (`minilm`, `mpnet-base`), a local folder, or a hub id, as a from_pretrained argument."""
     if name == "minilm":

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 from pathlib import Path
 
+from tinydistill.bases import default_teacher
 from tinydistill.errors import TinyDistillError
 
 log = logging.getLogger("tinydistill")
@@ -43,8 +45,8 @@ def _data_options(p: argparse.ArgumentParser, labeled_help: str = "labels the te
 
 
 def _teacher_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--teacher", default="minilm", help="minilm (packaged), mpnet-base (see fetch-teacher), a folder "
-                   "or a hub id")
+    p.add_argument("--teacher", default=default_teacher(), help="minilm (packaged), mpnet-base (see fetch-teacher), "
+                   "a folder or a hub id (default: $TINYDISTILL_TEACHER, else minilm)")
     p.add_argument("--recipe", default="strong", help="teacher fine-tuning recipe: strong (default), "
                    "strong-early-stop (holds 20%% of the labels out, keeps the best checkpoint), ensemble (three "
                    "strong teachers from consecutive seeds, logits averaged: 3x the training and labelling time), "
@@ -161,6 +163,15 @@ def cmd_train_teacher(a: argparse.Namespace) -> None:
     teacher = train_teacher(a.teacher, task.labeled.texts, task.labeled.labels or [], task.labeled.label_names,
                             recipe, progress=not a.quiet, pool=task.transfer)
     teacher.save(a.out)
+    from tinydistill.cards import stamp, update_provenance
+    from tinydistill.data import PAPER_DATASETS
+
+    spec = PAPER_DATASETS.get(a.data)
+    update_provenance(a.out, {**stamp(), "method": "fine-tuned teacher", "teacher": a.teacher, "recipe": a.recipe,
+                              "data": a.data, "language": "en" if spec else None,
+                              "dataset_id": spec.hub_id if spec else None, "labeled": len(task.labeled),
+                              "classes": len(task.labeled.label_names), "params": teacher.n_parameters(),
+                              "command": a.command_line})
     print(json.dumps({"teacher": a.out, **teacher.info["training"]}))
 
 
@@ -173,7 +184,7 @@ def cmd_label(a: argparse.Namespace) -> None:
     if a.data in PAPER_DATASETS:
         texts = load_paper_dataset(a.data, PAPER_DATASETS[a.data].train, a.data_dir).texts
     else:
-        texts = read_transfer(a.data)
+        texts = read_transfer(a.data, a.text_column)
     teacher = Teacher.load(a.teacher_dir)
     logits = teacher.logits(texts, cache=LogitCache(cache_root() / "logits.sqlite"), progress=not a.quiet)
     out = Path(a.out)
@@ -208,6 +219,8 @@ def cmd_distil(a: argparse.Namespace) -> None:
         if (path.parent / (path.stem + ".labels.json")).exists() else None
     student = Student(a.student, train=TrainConfig(loss=a.loss, seed=a.seed)).fit(
         texts, np.asarray(logits, dtype=np.float32), labels, progress=not a.quiet)
+    # the teacher is not recorded in the transfer file: the card says what is known
+    student.provenance = {"method": "distilled", "data": str(path), "transfer": len(texts), "command": a.command_line}
     student.save_pretrained(a.out)
     print(json.dumps({"student": a.out, "params": student.n_parameters(), **student.history_}))
 
@@ -238,6 +251,7 @@ def cmd_fetch_teacher(a: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.command_line = shlex.join(["tinydistill", *(sys.argv[1:] if argv is None else argv)])  # for model cards
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("transformers", "datasets", "httpx", "huggingface_hub", "filelock"):

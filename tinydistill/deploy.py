@@ -44,7 +44,7 @@ def register_cli(sub) -> None:
                        description="Read texts (one a line, CSV/TSV with a text column, or JSON Lines with a "
                        "text field or a JSON string a line) and write one label and its probabilities per text, "
                        "in order, as they are computed.")
-    p.add_argument("model", help="a student folder (saved or exported)")
+    p.add_argument("model", help="a student folder (saved or exported) or a Hub repo id")
     p.add_argument("input", nargs="?", default="-", help="input file (default: standard input)")
     p.add_argument("-o", "--output", default="-", help="output file (default: standard output)")
     p.add_argument("--input-format", default="auto", choices=INPUT_FORMATS,
@@ -59,13 +59,22 @@ def register_cli(sub) -> None:
                        description="Serve a student with uvicorn. Texts over --max-chars are cut to that many "
                        "characters (a student reads at most its max_length tokens anyway); bigger bodies or "
                        "batches get a 413. OpenAPI at /openapi.json, docs at /docs.")
-    p.add_argument("model", help="a student folder (saved or exported)")
+    p.add_argument("model", help="a student folder (saved or exported) or a Hub repo id")
     p.add_argument("--host", default="127.0.0.1", help="default: loopback only; 0.0.0.0 for every interface")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-texts", type=int, default=1000, help="texts per request (default: %(default)s)")
     p.add_argument("--max-bytes", type=int, default=2 * 1024 * 1024, help="request body (default: %(default)s)")
     p.add_argument("--max-chars", type=int, default=100_000, help="characters kept per text (default: %(default)s)")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("push", help="upload a student folder and its model card to the Hugging Face Hub",
+                       description="Create the Hub repo REPO_ID if needed and upload FOLDER (config.json, vocab.txt, "
+                       "model.safetensors, README.md). The token: --token, else $HF_TOKEN or `hf auth login`'s.")
+    p.add_argument("folder", help="a student folder (saved or exported)")
+    p.add_argument("repo_id", help="org/name on the Hub")
+    p.add_argument("--private", action="store_true", help="create the repo private")
+    p.add_argument("--token", help="a Hub token with write access (default: huggingface_hub's)")
+    p.set_defaults(func=cmd_push)
 
 
 # ---------------------------------------------------------------------------------------------- commands
@@ -93,6 +102,12 @@ def cmd_serve(a: argparse.Namespace) -> None:
 
     serve(a.model, a.host, a.port, Limits(a.max_texts, a.max_bytes, a.max_chars),
           log_level="warning" if a.quiet else "info")
+
+
+def cmd_push(a: argparse.Namespace) -> None:
+    from tinydistill.hub import push
+
+    print(json.dumps({"pushed": a.folder, "repo": push(a.folder, a.repo_id, token=a.token, private=a.private)}))
 
 
 # ----------------------------------------------------------------------------------------------- predict

@@ -68,6 +68,7 @@ def export_folder(folder: Path, out: Path, format: str) -> Path:
     from safetensors.numpy import save_file
 
     from tinydistill import __version__
+    from tinydistill.cards import write_card
 
     folder, out = Path(folder), Path(out)
     if out.resolve() == folder.resolve():
@@ -94,6 +95,7 @@ def export_folder(folder: Path, out: Path, format: str) -> Path:
                                       "lengths": "int64 [batch]"}, "outputs": {"logits": "float32 [batch, classes]"},
                                       "opset": ONNX_OPSET}
         (tmp / "config.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        write_card(tmp, meta)  # the source's provenance travels with the export
         if format == "onnx":
             export_onnx(folder, tmp / "model.onnx")
             check_onnx(tmp / "model.onnx", model)

@@ -12,14 +12,14 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tinydistill import data as data_mod
-from tinydistill.bases import cache_root
+from tinydistill.bases import cache_root, default_teacher
 from tinydistill.distill import TrainConfig
 from tinydistill.errors import TinyDistillError
 from tinydistill.evaluate import headline, latency, scores, throughput
@@ -41,7 +41,8 @@ class RunConfig:
     transfer: list[str] = field(default_factory=list)  # extra unlabelled text: pool folders or files
     transfer_size: int | None = None  # cap on the transfer set (a seeded sample), for a quick run
     test_size: int | None = None  # cap on the test split (one stratified sample, the same for every seed)
-    teacher: str = "minilm"  # short name, local folder or hub id
+    # short name, local folder or hub id; $TINYDISTILL_TEACHER sets the default (the README's tests use a tiny one)
+    teacher: str = field(default_factory=default_teacher)
     recipe: str = "strong"  # teacher recipe, a name in finetune.RECIPES: "strong" (the default), "contrastive", ...
     teacher_epochs: float | None = None
     teacher_lr: float | None = None
@@ -56,7 +57,11 @@ class RunConfig:
 
     def run_dir(self) -> Path:
         name = Path(self.data).stem if os.sep in self.data or "." in self.data else self.data.replace("/", "_")
-        return Path(self.out.format(data=name, labeled=self.labeled, seed=self.seed))
+        labeled: int | str | None = self.labeled
+        if labeled is None:  # the paper's size for its datasets; every label of a user's file
+            spec = data_mod.PAPER_DATASETS.get(self.data)
+            labeled = spec.labeled if spec else "all"
+        return Path(self.out.format(data=name, labeled=labeled, seed=self.seed))
 
 
 @dataclass
@@ -103,7 +108,7 @@ def load_task(c: RunConfig, transfer: bool = True) -> Task:
     data_mod.check_trainable(labeled)
     texts = list(train.texts) + extra
     for source in c.transfer if transfer else ():
-        texts += read_transfer(source)
+        texts += read_transfer(source, c.text_column)
     if c.transfer_size and c.transfer_size < len(texts):
         keep = np.sort(np.random.default_rng(c.seed).choice(len(texts), c.transfer_size, replace=False))
         texts = [texts[i] for i in keep]
@@ -113,8 +118,9 @@ def load_task(c: RunConfig, transfer: bool = True) -> Task:
     return Task(labeled, texts, test, metric)
 
 
-def read_transfer(source: str) -> list[str]:
-    """Unlabelled texts from an augmentation pool folder or a text/CSV/JSONL file."""
+def read_transfer(source: str, text_column: str = "text") -> list[str]:
+    """Unlabelled texts from an augmentation pool folder, a plain text file (one text a line) or a
+    CSV/TSV/JSONL/Parquet file (its `text_column`)."""
     path = Path(source)
     if path.is_dir():
         from tinydistill.pools import read_pool
@@ -126,7 +132,7 @@ def read_transfer(source: str) -> list[str]:
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rt", encoding="utf-8") as handle:  # type: ignore[operator]
             return [line.rstrip("\n") for line in handle if line.strip()]
-    return data_mod.load_file(path, label_column=None).texts
+    return data_mod.load_file(path, text_column=text_column, label_column=None).texts
 
 
 def digest(*parts: object) -> str:
@@ -256,8 +262,9 @@ def run(c: RunConfig, progress: bool = True) -> dict:
                     task.labeled.texts, np.asarray(task.labeled.labels), task.labeled.label_names,
                     vocab_texts=task.transfer, progress=progress))
     for label, student in models.items():
-        rows.append({"model": label, "params": student.n_parameters()["total"],
-                     **scores(gold, student.predict(task.test.texts), n_classes)})
+        pred = student.predict(task.test.texts)
+        rows.append({"model": label, "params": student.n_parameters()["total"], **scores(gold, pred, n_classes),
+                     "agreement": float(np.mean(pred == teacher_pred)) if len(pred) else None})
 
     if c.speed:
         measure_speed(rows, teacher, models, task.test.texts, run_dir / "students")
@@ -268,9 +275,61 @@ def run(c: RunConfig, progress: bool = True) -> dict:
     results = {"config": asdict(c), "metric": task.metric, "sizes": {
         "labeled": len(task.labeled), "transfer": len(task.transfer), "test": len(task.test)},
         "test_split": task.test.source, "rows": rows, "seconds": round(time.time() - started, 1)}
+    results["command"] = command_line(c)
     write_json(run_dir / "results.json", results)
     (run_dir / "results.md").write_text(format_table(results) + "\n")
+    record_provenance(c, task, results, run_dir, list(models))
     return results
+
+
+def command_line(c: RunConfig) -> str:
+    """A `tinydistill run` command that makes this run again: the options that differ from the defaults."""
+    import shlex
+
+    default, args = RunConfig(), ["tinydistill", "run"]
+    for f in fields(c):
+        value = getattr(c, f.name)
+        if (value == getattr(default, f.name) and f.name not in ("data", "teacher")) or value is None:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            args.append(f"--no-{f.name}")  # the three switches default to on
+        elif f.name == "transfer":
+            args += [x for source in value for x in ("--transfer", source)]
+        elif f.name == "students":
+            args += [flag, ",".join(value)]
+        else:
+            args += [flag, str(value)]
+    return shlex.join(args)
+
+
+def _card_scores(row: dict, metric: str, test: str) -> dict:
+    keep = ("accuracy", "macro_f1", "f1", "mcc")
+    return {"metric": metric, "headline": row["headline"], **{k: row[k] for k in keep if k in row}, "test": test}
+
+
+def record_provenance(c: RunConfig, task: Task, results: dict, run_dir: Path, names: list[str]) -> None:
+    """Write each student's and the teacher's provenance into its config and its model card (README.md)."""
+    from tinydistill.cards import update_provenance
+
+    spec = data_mod.PAPER_DATASETS.get(c.data)
+    rows, metric = results["rows"], results["metric"]
+    test = f"{len(task.test):,} texts of {task.test.source}"
+    common = {"teacher": c.teacher, "recipe": c.recipe, "data": c.data, "language": "en" if spec else None,
+              "dataset_id": spec.hub_id if spec else None, "text_column": None if spec else c.text_column,
+              "label_column": None if spec else c.label_column, "labeled": len(task.labeled),
+              "classes": len(task.labeled.label_names), "command": results["command"]}
+    teacher = rows[0]
+    update_provenance(run_dir / "teacher", {
+        **common, "method": "fine-tuned teacher", "params": teacher["params"], "scores": _card_scores(
+            teacher, metric, test), "texts_per_s": teacher.get("texts_per_s"), "latency_ms": teacher.get("latency_ms")})
+    for name, row in zip(names, rows[1:]):
+        nods = name.endswith("-nods")
+        update_provenance(run_dir / "students" / name, {
+            **common, "method": "labels only (NoDs)" if nods else "distilled", "teacher_params": teacher["params"],
+            "transfer": None if nods else len(task.transfer), "scores": _card_scores(row, metric, test),
+            "teacher_scores": _card_scores(teacher, metric, test), "agreement": row.get("agreement"),
+            "params": row["params"], "texts_per_s": row.get("texts_per_s"), "latency_ms": row.get("latency_ms")})
 
 
 def measure_speed(rows: list[dict], teacher: Teacher, models: dict[str, Student], texts: list[str],

@@ -392,11 +392,14 @@ def _chunks(lengths: np.ndarray, max_tokens: int) -> list[tuple[int, int]]:
 
 
 def load(folder: str | os.PathLike) -> Model:
-    """Read a student folder (`Student.save_pretrained`) or an exported one (`tinydistill export`).
+    """Read a student folder (`Student.save_pretrained`), an exported one (`tinydistill export`), or a Hub
+    repo id (`org/name`, through huggingface_hub and its local cache; a local folder of that name wins).
 
     Errors are `TinyDistillError`s with one line that names the file at fault.
     """
-    folder = Path(folder)
+    from tinydistill.hub import resolve
+
+    folder = resolve(folder)
     meta = read_config(folder)
     config_path = folder / "config.json"
     try:

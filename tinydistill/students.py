@@ -138,6 +138,7 @@ class Student:
         self.config = config
         self.train = train  # a distill.TrainConfig; None means its defaults
         self.vectors = vectors  # optional (words, matrix) pre-trained word vectors for the embedding
+        self.provenance: dict | None = None  # where the model came from; saved in config.json and README.md
 
     # ----------------------------------------------------------------------------------------- fit
     def fit(self, texts: Sequence[str], y, label_names: Sequence[str] | None = None,
@@ -209,27 +210,51 @@ class Student:
 
     # -------------------------------------------------------------------------------- save / load
     def save_pretrained(self, folder: str | os.PathLike) -> Path:
-        """Write config.json, vocab.txt and model.safetensors atomically into `folder`."""
+        """Write config.json, vocab.txt, model.safetensors and a model card (README.md) atomically into `folder`.
+
+        `config.json`'s `provenance` entry (and the card) hold `self.provenance` plus the parameter count.
+        """
         from safetensors.torch import save_file
+
+        from tinydistill.cards import stamp, write_card
 
         folder = Path(folder)
         tmp = folder.with_name(folder.name + ".tmp")
         tmp.mkdir(parents=True, exist_ok=True)
+        provenance = {**stamp(), **(self.provenance or {}), "params": self.n_parameters()["total"],
+                      "classes": len(self.classes_)}
         meta = {"format": FORMAT, "version": 1, "model_type": self.model_type, "config": asdict(self.config_),
-                "labels": [str(c) for c in self.classes_], "tokenizer": self.vocab_.config_dict()}
-        (tmp / "config.json").write_text(json.dumps(meta, indent=2))
+                "labels": [str(c) for c in self.classes_], "tokenizer": self.vocab_.config_dict(),
+                "provenance": provenance}
+        (tmp / "config.json").write_text(json.dumps(meta, indent=2, default=float))
+        write_card(tmp, meta)
         self.vocab_.save(tmp)
         save_file({k: v.contiguous() for k, v in self.module_.state_dict().items()}, str(tmp / "model.safetensors"))
         replace_folder(tmp, folder)
         return folder
 
+    def push_to_hub(self, repo_id: str, token: str | None = None, private: bool = False) -> str:
+        """Save to a temporary folder and upload it, model card included, to the Hub repo `repo_id`; the URL."""
+        import tempfile
+
+        from tinydistill.hub import push
+
+        with tempfile.TemporaryDirectory() as tmp:
+            return push(self.save_pretrained(Path(tmp) / "model"), repo_id, token=token, private=private)
+
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike) -> Student:
-        """Rebuild from config and load weights; errors name the file that is wrong."""
+        """Rebuild from config and load weights; errors name the file that is wrong.
+
+        `folder` is a local folder or a Hub repo id (`org/name`, fetched by `huggingface_hub`, which reads
+        its local cache when offline); a local folder of that name wins.
+        """
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        folder = Path(folder)
+        from tinydistill.hub import resolve
+
+        folder = resolve(folder)
         meta = read_config(folder)
         config_cls, module_cls = ARCHITECTURES[meta["model_type"]]
         config = config_cls(**meta["config"])
@@ -239,6 +264,7 @@ class Student:
         student.config_ = config
         student.vocab_ = Vocabulary.load(folder, meta.get("tokenizer"))
         student.classes_ = np.array(meta["labels"])
+        student.provenance = meta.get("provenance")
         student.module_ = module_cls(config)
         weights = folder / "model.safetensors"
         if not weights.exists():
