@@ -55,6 +55,8 @@ def test_export_run_folder(run_folder, tmp_path):
     written = export(run_folder, tmp_path / "all", "int8")
     assert sorted(p.name for p in written) == ["bilstm", "cbow"]
     assert all(runtime.load(p).labels == LABELS for p in written)
+    card = (written[0] / "README.md").read_text()  # the source's card and provenance travel with the export
+    assert "this is a `int8` export" in card and "provenance" in json.loads((written[0] / "config.json").read_text())
     only = export(run_folder, tmp_path / "one", "numpy", student="bilstm")
     assert [p.name for p in only] == ["bilstm"]
     with pytest.raises(TinyDistillError, match="no student 'cnn'"):
@@ -99,9 +101,12 @@ def test_predict_from_stdin(model_dir, monkeypatch, capsys, data):
 def test_predict_csv_stdin_to_csv(model_dir, monkeypatch, capsys):
     stdin(monkeypatch, 'id,text\n1,"good film"\n2,""\n3,"awful, dull plot"\n4,"very fun\nand lovely"\n')
     predict_file(model_dir, input_format="csv", output_format="csv")
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "label,prob_neg,prob_pos"
-    assert [line.split(",")[0] for line in lines[1:]] == expected(
+    import csv
+
+    rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
+    assert rows[0] == ["label", "prob_neg", "prob_pos", "id", "text"]  # the input's columns follow, to join back on
+    assert [r[3] for r in rows[1:]] == ["1", "2", "3", "4"] and rows[4][4] == "very fun\nand lovely"
+    assert [r[0] for r in rows[1:]] == expected(
         model_dir, ["good film", "", "awful, dull plot", "very fun\nand lovely"])[0]
 
 
@@ -116,6 +121,40 @@ def test_predict_files_by_extension(model_dir, tmp_path, capsys):
         assert [line.split(",")[0] for line in out.read_text().splitlines()[1:]] == labels, name
         assert not (tmp_path / f"{name}.csv.tmp").exists()
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["texts"] == 4
+
+
+@pytest.mark.parametrize("out_name", ["out.csv", "out.tsv", "out.jsonl", "out.parquet"])
+def test_predict_keeps_the_input_columns_in_every_format(model_dir, tmp_path, out_name):
+    """Parquet, CSV, TSV and JSON Lines in; the format out from -o's extension; every input column kept."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"id": [10, 11, 12, 13], "review": TEXTS, "label": ["x", "y", "x", "y"]})
+    frame.to_parquet(tmp_path / "in.parquet")
+    frame.to_csv(tmp_path / "in.csv", index=False)
+    frame.to_json(tmp_path / "in.jsonl", orient="records", lines=True)
+    labels, proba = expected(model_dir, TEXTS)
+    for source in ("in.parquet", "in.csv", "in.jsonl"):
+        out = tmp_path / f"{source}-{out_name}"
+        assert main(["-q", "predict", str(model_dir), str(tmp_path / source), "--text-column", "review",
+                     "-o", str(out)]) == 0
+        got = (pd.read_parquet(out) if out.suffix == ".parquet" else pd.read_json(out, lines=True)
+               if out.suffix == ".jsonl" else pd.read_csv(out, sep="\t" if out.suffix == ".tsv" else ",",
+                                                          keep_default_na=False))
+        assert got["label"].tolist() == labels, source
+        assert got["id"].astype(int).tolist() == [10, 11, 12, 13] and got["review"].tolist() == TEXTS
+        assert got["input_label"].tolist() == ["x", "y", "x", "y"]  # the input's "label" is kept under a new name
+        probs = got[["prob_neg", "prob_pos"]].to_numpy() if out.suffix != ".jsonl" else \
+            np.array([[p["neg"], p["pos"]] for p in got["probabilities"]])
+        np.testing.assert_allclose(probs, proba, atol=1e-5)
+
+
+def test_predict_parquet_errors(model_dir, tmp_path, capsys):
+    (tmp_path / "bad.parquet").write_text("not parquet")
+    assert main(["predict", str(model_dir), str(tmp_path / "bad.parquet")]) == 2
+    assert "not a readable Parquet file" in capsys.readouterr().err
+    (tmp_path / "in.txt").write_text("good\n")
+    assert main(["predict", str(model_dir), str(tmp_path / "in.txt"), "--output-format", "parquet"]) == 2
+    assert "Parquet output needs a file" in capsys.readouterr().err
 
 
 def test_predict_streams_in_batches(model_dir, tmp_path):

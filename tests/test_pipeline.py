@@ -191,3 +191,22 @@ def test_ensemble_and_self_training_reuse_the_single_teacher(files, tiny_bert, t
                               progress=False)
     assert st.info["training"]["self_train"]["first"] == first.info["training"]
     assert st.info["training"]["self_train"]["pseudo_labelled"] == 160 and st.info["recipe"]["self_train"] == 1000
+
+
+def test_transfer_file_reads_the_text_column_and_runs_without_labeled_land_in_all(tmp_path):
+    from tinydistill.pipeline import read_transfer
+
+    (tmp_path / "more.csv").write_text("review,id\nfine film,1\ndull plot,2\n")
+    assert read_transfer(str(tmp_path / "more.csv"), "review") == ["fine film", "dull plot"]
+    assert RunConfig(data="reviews.csv").run_dir().name == "reviews-all-s0"
+    assert RunConfig(data="sst2").run_dir().name == "sst2-200-s0"  # the paper's size
+
+
+def test_default_teacher_from_the_environment(monkeypatch):
+    from tinydistill.cli import build_parser
+
+    monkeypatch.setenv("TINYDISTILL_TEACHER", "/models/tiny")
+    assert RunConfig().teacher == "/models/tiny"
+    assert build_parser().parse_args(["run"]).teacher == "/models/tiny"
+    monkeypatch.delenv("TINYDISTILL_TEACHER")
+    assert RunConfig().teacher == "minilm"

@@ -1,7 +1,7 @@
 """The deployment commands: `export`, `predict` and `serve`, each parsing its options and calling one function.
 
     tinydistill export runs/sst2-200-s0 --format int8            # every student of a run
-    tinydistill predict runs/sst2-200-s0/students/cbow reviews.csv -o labels.jsonl
+    tinydistill predict runs/sst2-200-s0/students/cbow reviews.parquet -o labelled.csv
     cat texts.txt | tinydistill predict cbow-int8/ --output-format csv
     tinydistill serve cbow-int8/ --port 8000
 
@@ -21,12 +21,14 @@ from itertools import chain, islice
 from pathlib import Path
 from typing import TextIO
 
+import numpy as np
+
 from tinydistill import runtime
 from tinydistill.data import iter_json_lines
 from tinydistill.errors import TinyDistillError
 
-INPUT_FORMATS = ("auto", "lines", "csv", "tsv", "jsonl")
-OUTPUT_FORMATS = ("jsonl", "csv")
+INPUT_FORMATS = ("auto", "lines", "csv", "tsv", "jsonl", "parquet")
+OUTPUT_FORMATS = ("jsonl", "csv", "tsv", "parquet")
 
 
 def register_cli(sub) -> None:
@@ -40,18 +42,18 @@ def register_cli(sub) -> None:
     p.add_argument("--student", help="with a run folder: export only this student")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("predict", help="label texts from a file or standard input (JSON Lines or CSV out)",
-                       description="Read texts (one a line, CSV/TSV with a text column, or JSON Lines with a "
-                       "text field or a JSON string a line) and write one label and its probabilities per text, "
-                       "in order, as they are computed.")
+    p = sub.add_parser("predict", help="label texts from a file or standard input (JSON Lines, CSV, TSV or Parquet "
+                       "out)", description="Read texts (CSV, TSV, JSON Lines or Parquet with a text column, by the "
+                       "file's extension; any other file or standard input: one text a line, or JSON Lines if the "
+                       "first line starts with '{') and write, in order, each text's label and probabilities "
+                       "followed by the input's own columns (to join back on).")
     p.add_argument("model", help="a student folder (saved or exported) or a Hub repo id")
     p.add_argument("input", nargs="?", default="-", help="input file (default: standard input)")
-    p.add_argument("-o", "--output", default="-", help="output file (default: standard output)")
-    p.add_argument("--input-format", default="auto", choices=INPUT_FORMATS,
-                   help="auto: by file extension (.csv, .tsv, .jsonl/.ndjson); standard input: JSON Lines if the "
-                   "first line starts with '{', else plain lines")
-    p.add_argument("--output-format", choices=OUTPUT_FORMATS, help="default: csv for a .csv output, else jsonl")
-    p.add_argument("--text-column", default="text", help="CSV column or JSON field with the text")
+    p.add_argument("-o", "--output", default="-", help="output file; its extension (.csv, .tsv, .jsonl, .parquet) "
+                   "sets the format (default: JSON Lines on standard output)")
+    p.add_argument("--input-format", default="auto", choices=INPUT_FORMATS, help="default: from the extension")
+    p.add_argument("--output-format", choices=OUTPUT_FORMATS, help="default: from the output's extension, else jsonl")
+    p.add_argument("--text-column", default="text", help="the column (CSV, TSV, Parquet) or JSON field with the text")
     p.add_argument("--batch-size", type=int, default=1000)
     p.set_defaults(func=cmd_predict)
 
@@ -122,11 +124,16 @@ def load_model(folder: str | os.PathLike) -> runtime.Model:
     return runtime.load(folder)
 
 
-def read_texts(handle: Iterable[str], fmt: str, text_column: str = "text", source: str = "<stdin>") -> Iterator[str]:
-    """Texts from an open file, one per record; errors name the source and line."""
+def read_records(handle: Iterable[str], fmt: str, text_column: str = "text",
+                 source: str = "<stdin>") -> Iterator[tuple[str, dict]]:
+    """(text, the record's fields) per input record of an open text file; errors name the source and line.
+
+    The fields (every column of a CSV/TSV row, every key of a JSON object, none for a plain line) are copied
+    into the output, so that it can be joined back to the input.
+    """
     if fmt == "lines":
         for line in handle:
-            yield line.rstrip("\r\n")
+            yield line.rstrip("\r\n"), {}
     elif fmt in ("csv", "tsv"):
         reader = csv.DictReader(handle, delimiter="\t" if fmt == "tsv" else ",")
         if reader.fieldnames is None:
@@ -135,22 +142,41 @@ def read_texts(handle: Iterable[str], fmt: str, text_column: str = "text", sourc
             raise TinyDistillError(f"{source}:1: no column {text_column!r} (columns: {reader.fieldnames}); "
                                    "use --text-column")
         for row in reader:
-            yield row[text_column] or ""
+            yield row[text_column] or "", row
     elif fmt == "jsonl":
         for number, record in iter_json_lines(handle, source):
             text = record.get(text_column) if isinstance(record, dict) else record
             if not isinstance(text, str):
                 raise TinyDistillError(f"{source}:{number}: expected a JSON string or an object with a "
                                        f"{text_column!r} string")
-            yield text
+            yield text, record if isinstance(record, dict) else {}
     else:
         raise TinyDistillError(f"unknown input format {fmt!r}; expected one of {list(INPUT_FORMATS[1:])}")
 
 
+def read_parquet(path: str, text_column: str = "text", batch_size: int = 1000) -> Iterator[tuple[str, dict]]:
+    """(text, row) per row of a Parquet file, read a batch of rows at a time."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise TinyDistillError(f"{path}: reading Parquet needs pyarrow (pip install pyarrow)") from None
+    try:
+        table = pq.ParquetFile(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a file that is not Parquet
+        raise TinyDistillError(f"{path}: not a readable Parquet file ({str(exc).splitlines()[0]})") from None
+    if text_column not in table.schema_arrow.names:
+        raise TinyDistillError(f"{path}: no column {text_column!r} (columns: {table.schema_arrow.names}); "
+                               "use --text-column")
+    for batch in table.iter_batches(batch_size=batch_size):
+        for row in batch.to_pylist():
+            text = row[text_column]
+            yield ("" if text is None else str(text)), row
+
+
 def guess_format(path: str, first_line: str | None = None) -> str:
-    """The input format from the file extension, or for standard input from its first line."""
+    """The format from a file's extension (input or output), or for standard input from its first line."""
     suffix = Path(path).suffix.lower()
-    if suffix in (".csv", ".tsv"):
+    if suffix in (".csv", ".tsv", ".parquet"):
         return suffix[1:]
     if suffix in (".jsonl", ".ndjson", ".json"):
         return "jsonl"
@@ -159,37 +185,77 @@ def guess_format(path: str, first_line: str | None = None) -> str:
     return "lines"
 
 
-def write_predictions(out: TextIO, labels: list[str], probs, fmt: str, header: bool) -> None:
-    """One row per text: JSON Lines {"label", "probabilities"}, or CSV label,prob_<label>,..."""
-    if fmt == "jsonl":
-        for row in probs.tolist():
-            best = max(range(len(row)), key=row.__getitem__)
-            out.write(json.dumps({"label": labels[best], "probabilities": {
-                name: round(p, 6) for name, p in zip(labels, row, strict=True)}}) + "\n")
-        return
-    writer = csv.writer(out, lineterminator="\n")
-    if header:
-        writer.writerow(["label"] + [f"prob_{name}" for name in labels])
-    for row in probs.tolist():
-        writer.writerow([labels[max(range(len(row)), key=row.__getitem__)]] + [f"{p:.6f}" for p in row])
+class PredictionWriter:
+    """Writes one row per text: the label, the probabilities, then the input record's fields.
+
+    JSON Lines: {"label", "probabilities": {name: p}, ...fields}; CSV, TSV and Parquet: label, prob_<name>...,
+    then the fields' columns. An input field whose name is taken by an output one is kept as `input_<name>`.
+    Parquet is written once, at `close`; the others as each batch comes.
+    """
+
+    def __init__(self, out, fmt: str, labels: list[str]):
+        if fmt not in OUTPUT_FORMATS:
+            raise TinyDistillError(f"unknown output format {fmt!r}; expected one of {list(OUTPUT_FORMATS)}")
+        self.out, self.fmt, self.labels = out, fmt, labels
+        self.columns: list[str] | None = None  # of the delimited formats, fixed by the first batch
+        self.rows: list[dict] = []  # Parquet's, until close
+
+    def records(self, probs, fields: Iterable[dict]) -> list[dict]:
+        out = []
+        for row, extra in zip(probs.tolist(), fields):
+            record: dict = {"label": self.labels[max(range(len(row)), key=row.__getitem__)]}
+            if self.fmt == "jsonl":
+                record["probabilities"] = {name: round(p, 6) for name, p in zip(self.labels, row, strict=True)}
+            else:
+                record.update({f"prob_{name}": round(p, 6) for name, p in zip(self.labels, row, strict=True)})
+            for key, value in extra.items():
+                record[f"input_{key}" if key in record else key] = value
+            out.append(record)
+        return out
+
+    def write(self, probs, fields: Iterable[dict]) -> None:
+        records = self.records(probs, fields)
+        if self.fmt == "jsonl":
+            self.out.writelines(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records)
+        elif self.fmt == "parquet":
+            self.rows += records
+        else:
+            if self.columns is None:
+                self.columns = list(records[0]) if records else ["label"] + [f"prob_{n}" for n in self.labels]
+                self._writer().writeheader()
+            self._writer().writerows(records)
+
+    def _writer(self) -> csv.DictWriter:
+        return csv.DictWriter(self.out, self.columns or [], delimiter="\t" if self.fmt == "tsv" else ",",
+                              lineterminator="\n", extrasaction="ignore", restval="")
+
+    def close(self) -> None:
+        """Write what is held back: the header of an empty CSV/TSV, Parquet's rows."""
+        if self.fmt in ("csv", "tsv") and self.columns is None:
+            self.write(np.zeros((0, len(self.labels))), [])
+        if self.fmt == "parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            columns = ["label"] + [f"prob_{name}" for name in self.labels]
+            table = pa.Table.from_pylist(self.rows) if self.rows else pa.table({c: [] for c in columns})
+            pq.write_table(table, self.out)
 
 
-def predict_stream(model: runtime.Model, texts: Iterator[str], out: TextIO, fmt: str = "jsonl",
+def predict_stream(model: runtime.Model, records: Iterator[tuple[str, dict]], writer: PredictionWriter,
                    batch_size: int = 1000, on_batch=None) -> int:
-    """Predict `texts` batch by batch and write each batch as soon as it is done; returns the count."""
-    if fmt not in OUTPUT_FORMATS:
-        raise TinyDistillError(f"unknown output format {fmt!r}; expected one of {list(OUTPUT_FORMATS)}")
+    """Predict `records` ((text, fields) pairs) batch by batch, writing each batch when done; the count."""
     if batch_size < 1:
         raise TinyDistillError(f"--batch-size must be at least 1 (got {batch_size})")
     count = 0
-    while batch := list(islice(texts, batch_size)):
-        write_predictions(out, model.labels, model.predict_proba(batch), fmt, header=count == 0)
-        out.flush()
+    while batch := list(islice(records, batch_size)):
+        writer.write(model.predict_proba([text for text, _ in batch]), [fields for _, fields in batch])
+        if writer.fmt != "parquet":
+            writer.out.flush()
         count += len(batch)
         if on_batch is not None:
             on_batch()
-    if count == 0 and fmt == "csv":
-        write_predictions(out, model.labels, model.predict_proba([]), fmt, header=True)
+    writer.close()
     return count
 
 
@@ -198,32 +264,43 @@ def predict_file(model_dir: str | os.PathLike, input: str = "-", output: str = "
                  progress: bool = True) -> int:
     """Label every text of `input` ("-": standard input) into `output` ("-": standard output); returns the count.
 
-    A file shows a progress bar (by bytes read) on standard error; an output file is written under a
-    temporary name and renamed when complete.
+    Formats come from the file extensions (.csv, .tsv, .jsonl, .parquet; anything else in is one text a line,
+    anything else out is JSON Lines) unless given. A file shows a progress bar (by bytes read) on standard
+    error; an output file is written under a temporary name and renamed when complete.
     """
     model = load_model(model_dir)
-    fmt_out = output_format or ("csv" if output.lower().endswith(".csv") else "jsonl")
+    fmt_out = output_format or (guess_format(output) if output != "-" else "jsonl")
+    fmt_out = "jsonl" if fmt_out == "lines" else fmt_out
+    if fmt_out == "parquet" and output == "-":
+        raise TinyDistillError("Parquet output needs a file: -o FILE.parquet")
     source = "<stdin>" if input == "-" else input
-    if input == "-":
-        handle = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", newline="")
-    elif not Path(input).is_file():
+    if input != "-" and not Path(input).is_file():
         raise TinyDistillError(f"{input}: input file not found")
-    else:
-        handle = Path(input).open(encoding="utf-8", newline="")  # closed in the finally below
+    fmt_in = input_format if input_format != "auto" else ("lines" if input == "-" else guess_format(input))
+    handle: TextIO | None = None
+    if fmt_in != "parquet":  # text: closed in the finally below
+        handle = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", newline="") if input == "-" \
+            else Path(input).open(encoding="utf-8", newline="")
+    elif input == "-":
+        raise TinyDistillError("Parquet input needs a file, not standard input")
     target = None if output == "-" else Path(output)
     tmp = None if target is None else target.with_name(target.name + ".tmp")
-    bar = _progress_bar(None if input == "-" else os.path.getsize(input), progress)
-    out = sys.stdout if tmp is None else tmp.open("w", encoding="utf-8", newline="")
-    lines: Iterable[str]
+    bar = _progress_bar(None if input == "-" or handle is None else os.path.getsize(input), progress)
+    binary = fmt_out == "parquet"
+    out = sys.stdout if tmp is None else tmp.open("wb") if binary else tmp.open("w", encoding="utf-8", newline="")
     try:
-        fmt_in, lines = input_format, handle
-        if fmt_in == "auto":
-            first = handle.readline()
-            fmt_in = guess_format(input, first)
-            lines = chain([first], handle)
-        texts = read_texts(lines, fmt_in, text_column, source)
-        update = None if bar is None else (lambda: bar.update(handle.buffer.tell() - bar.n))
-        count = predict_stream(model, texts, out, fmt_out, batch_size, on_batch=update)
+        if handle is None:
+            records = read_parquet(input, text_column, batch_size)
+        else:
+            lines: Iterable[str] = handle
+            if input_format == "auto" and input == "-":
+                first = handle.readline()
+                fmt_in = guess_format(input, first)
+                lines = chain([first], handle)
+            records = read_records(lines, fmt_in, text_column, source)
+        update = None if bar is None or handle is None else (lambda: bar.update(handle.buffer.tell() - bar.n))
+        count = predict_stream(model, records, PredictionWriter(out, fmt_out, model.labels), batch_size,
+                               on_batch=update)
     except BaseException as exc:
         if tmp is not None:
             out.close()
@@ -234,7 +311,7 @@ def predict_file(model_dir: str | os.PathLike, input: str = "-", output: str = "
     finally:
         if bar is not None:
             bar.close()
-        if input != "-":
+        if handle is not None and input != "-":
             handle.close()
     if tmp is not None and target is not None:
         out.close()
