@@ -42,6 +42,7 @@ def test_pipeline_end_to_end_and_resume(files, tiny_bert, tmp_path, monkeypatch)
     assert saved["rows"][1]["accuracy"] == rows["cbow"]["accuracy"]
     assert "| cbow |" in (tmp_path / "run" / "results.md").read_text()
     check_cards(tmp_path / "run", tmp_path, files)
+    assert json.loads((tmp_path / "run" / "config.resolved.json").read_text())["labeled"] == 40  # --config reads it
 
     # a rerun trains nothing: the teacher and students come back from the run folder
     import tinydistill.pipeline as pipeline

@@ -234,6 +234,7 @@ def run(c: RunConfig, progress: bool = True) -> dict:
     task = load_task(c)
     run_dir = c.run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / "config.resolved.json", asdict(c))  # what `run --config` reads back
     log.info("data: %d labelled, %d transfer, %d test (%s)", len(task.labeled), len(task.transfer),
              len(task.test), task.test.source)
     teacher = get_teacher(c, task, run_dir / "teacher", progress)

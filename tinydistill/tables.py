@@ -337,6 +337,10 @@ def _command(a) -> None:
     print(f"results: {result['json']}\ntable: {result['markdown']}")
 
 
+CONFIG_HELP = ("a TOML or YAML file of these options (keys: the option names, dashes or underscores); "
+               "options on the command line override it")
+
+
 def register_cli(sub) -> None:
     """`tinydistill reproduce {table2,table3,curves,teachers}` (called by tinydistill.cli)."""
     p = sub.add_parser("reproduce", help="the paper's Tables 2 and 3, F1 curves and a teacher table, resumable",
@@ -384,4 +388,5 @@ def register_cli(sub) -> None:
                        "split (IMDB's has 25,000); the table says so")
         q.add_argument("--data-dir", help="folder laid out like shared/data (default: $TINYDISTILL_DATA)")
         q.add_argument("--out", default="runs/reproduce", help="runs, pools and tables (default: %(default)s)")
+        q.add_argument("--config", help=CONFIG_HELP)
         q.set_defaults(func=_command)
