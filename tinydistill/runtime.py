@@ -371,10 +371,11 @@ class Model:
         return [self.labels[i] for i in self.logits(texts, batch_size).argmax(1)]
 
     def metadata(self) -> dict:
-        """What a client needs to know: type, labels, sizes, tokenizer settings, export format."""
+        """What a client needs to know: type, labels, sizes, tokenizer settings, export format, provenance."""
         return {"model_type": self.model_type, "labels": self.labels, "config": self.config,
                 "tokenizer": self.vocab.config_dict(), "vocab_size": len(self.vocab),
-                "export": self.meta.get("export", {"format": "student"})}
+                "export": self.meta.get("export", {"format": "student"}),
+                "provenance": self.meta.get("provenance", {})}
 
 
 def _chunks(lengths: np.ndarray, max_tokens: int) -> list[tuple[int, int]]:
