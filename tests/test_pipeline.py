@@ -41,7 +41,7 @@ def test_pipeline_end_to_end_and_resume(files, tiny_bert, tmp_path, monkeypatch)
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved["rows"][1]["accuracy"] == rows["cbow"]["accuracy"]
     assert "| cbow |" in (tmp_path / "run" / "results.md").read_text()
-    check_cards(tmp_path / "run", tmp_path, files)
+    check_cards(tmp_path / "run", tmp_path, files, tiny_bert)
     assert json.loads((tmp_path / "run" / "config.resolved.json").read_text())["labeled"] == 40  # --config reads it
 
     # a rerun trains nothing: the teacher and students come back from the run folder
@@ -60,7 +60,7 @@ def front_matter(card: str) -> dict:
     return yaml.safe_load(card.split("---\n")[1])
 
 
-def check_cards(run_dir, tmp_path, files) -> None:
+def check_cards(run_dir, tmp_path, files, teacher) -> None:
     """Each student, copied out of its run folder, still says in its card and config where it came from."""
     import shutil
 
@@ -76,7 +76,7 @@ def check_cards(run_dir, tmp_path, files) -> None:
     prov = saved["provenance"]
     rows = {r["model"].split(" ")[0]: r for r in json.loads((run_dir / "results.json").read_text())["rows"]}
     assert metrics["accuracy"] == round(rows["cbow"]["accuracy"], 4)
-    assert prov["teacher"].endswith("tiny-bert0") and prov["recipe"] == "strong" and prov["data"] == files[0]
+    assert prov["teacher"] == teacher and prov["recipe"] == "strong" and prov["data"] == files[0]
     assert (prov["labeled"], prov["transfer"], prov["classes"]) == (40, 200, 2)
     assert prov["params"] == rows["cbow"]["params"] and prov["texts_per_s"] == rows["cbow"]["texts_per_s"]
     assert prov["agreement"] == rows["cbow"]["agreement"] and 0 <= prov["agreement"] <= 1
@@ -139,6 +139,13 @@ def test_stage_commands_chain(files, tiny_bert, tmp_path, capsys):
     assert main(["-q", "evaluate", str(student), "--data", files[0], "--test", files[1]]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["accuracy"] >= 0.7  # chance: 0.5
+    # each folder's card says what its command knew: the teacher's data and labels, the student's transfer file
+    teacher = json.loads((teacher_dir / "teacher.json").read_text())["provenance"]
+    assert (teacher["labeled"], teacher["classes"], teacher["recipe"]) == (40, 2, "strong")
+    assert teacher["command"].startswith("tinydistill -q train-teacher --data ")
+    assert "| labelled examples | 40 |" in (teacher_dir / "README.md").read_text()
+    card = (student / "README.md").read_text()
+    assert f"| data | `{transfer}` |" in card and "| transfer set | 200 texts" in card and "distil" in card
 
 
 def test_an_augmentation_pool_joins_the_transfer_set(files, tiny_bert, tmp_path):

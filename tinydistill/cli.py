@@ -21,6 +21,8 @@ EPILOG = """examples:
   tinydistill label teacher/ --data sst2 --out transfer.jsonl
   tinydistill distil transfer.jsonl --student cbow --out cbow/
   tinydistill evaluate cbow/ --data sst2
+  tinydistill run --config run.toml --seed 1          # options from a TOML/YAML file; the command line wins
+  tinydistill push runs/sst2-200-s0/students/cbow org/sst2-cbow   # with its model card; load it back by id
 
 The paper's datasets (sst2, cola, emotion, agnews, imdb) are read from --data-dir or $TINYDISTILL_DATA
 (a folder laid out like shared/data), else from the Hugging Face hub."""
