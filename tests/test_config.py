@@ -44,6 +44,8 @@ def test_config_file_sets_the_options_and_the_command_line_overrides(tmp_path, n
     assert (a.students, a.transfer, a.nods, a.teacher_lr, a.recipe) == (
         ["cbow"], ["more.csv", "pool/"], False, 1e-3, "contrastive")
     assert a.glove is True and a.seed == 0  # untouched options keep their defaults
+    again = parse_args(["run", "--config", str(tmp_path / name), "--transfer", "other.txt"])
+    assert again.transfer == ["other.txt"]  # replaced, not appended to
 
 
 def test_a_run_folder_config_reads_back(tmp_path):

@@ -364,7 +364,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if getattr(args, "config", None):
         leaf = _leaf_parser(parser, args)
-        leaf.set_defaults(**config_defaults(leaf, read_config_file(args.config), args.config))
+        defaults = config_defaults(leaf, read_config_file(args.config), args.config)
+        given = {w.split("=")[0] for w in (sys.argv[1:] if argv is None else argv) if w.startswith("--")}
+        for action in leaf._actions:  # a repeatable option on the command line replaces the file's list
+            if isinstance(action, argparse._AppendAction) and given & set(action.option_strings):
+                defaults.pop(action.dest, None)
+        leaf.set_defaults(**defaults)
         args = parser.parse_args(argv)
         if args.command == "reproduce":  # a run records its own (pipeline.run); the tables' folder records this
             resolved = {k: v for k, v in vars(args).items() if k not in ("func", "quiet", "threads", "command")}
