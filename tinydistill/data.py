@@ -348,6 +348,17 @@ def check_trainable(split: Split) -> None:
             raise TinyDistillError(f"{split.source}: example {i} has an empty text")
 
 
+def check_every_class(train: Split, held_out: Split | None = None) -> None:
+    """Refuse training data that lacks a class of its label names (a class too small to hold one example out
+    for testing and keep one for training, typically), naming the class and its count."""
+    present = set(train.labels or [])
+    for k, name in enumerate(train.label_names):
+        if k not in present:
+            where = "" if held_out is None else f" ({sum(1 for y in held_out.labels or [] if y == k)} held out)"
+            raise TinyDistillError(f"{train.source}: no training example of class {name!r}{where}; a class with "
+                                   "one example cannot be both trained on and tested: add examples, or give --test")
+
+
 def align_labels(test: Split, label_names: Sequence[str]) -> Split:
     """Re-index a test split onto the training label names; an unseen label is an error naming it."""
     if test.labels is None:

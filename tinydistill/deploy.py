@@ -31,6 +31,8 @@ OUTPUT_FORMATS = ("jsonl", "csv")
 
 def register_cli(sub) -> None:
     """Add `export`, `predict` and `serve` to the CLI's sub-parsers."""
+    from tinydistill.cli import SIZE, number
+
     p = sub.add_parser("export", help="write a self-contained student folder: numpy, int8 or onnx",
                        description="Export a student folder, or every student of a run folder, into a folder "
                        "that the torch-free runtime (numpy, int8) or an ONNX runtime (onnx) can run.")
@@ -38,6 +40,8 @@ def register_cli(sub) -> None:
     p.add_argument("--format", default="numpy", choices=["numpy", "int8", "onnx"])
     p.add_argument("--out", help="output folder (default: MODEL-FORMAT, or RUN/export-FORMAT/<student>)")
     p.add_argument("--student", help="with a run folder: export only this student")
+    p.add_argument("--overwrite", action="store_true", help="replace an --out that is not an export of the same "
+                   "kind (default: refuse; an export is never written over or around its source)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("predict", help="label texts from a file or standard input (JSON Lines or CSV out)",
@@ -52,7 +56,7 @@ def register_cli(sub) -> None:
                    "first line starts with '{', else plain lines")
     p.add_argument("--output-format", choices=OUTPUT_FORMATS, help="default: csv for a .csv output, else jsonl")
     p.add_argument("--text-column", default="text", help="CSV column or JSON field with the text")
-    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--batch-size", type=SIZE, default=1000)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("serve", help="serve a student over HTTP (POST /predict, GET /health, /metadata)",
@@ -61,10 +65,10 @@ def register_cli(sub) -> None:
                        "batches get a 413. OpenAPI at /openapi.json, docs at /docs.")
     p.add_argument("model", help="a student folder (saved or exported)")
     p.add_argument("--host", default="127.0.0.1", help="default: loopback only; 0.0.0.0 for every interface")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--max-texts", type=int, default=1000, help="texts per request (default: %(default)s)")
-    p.add_argument("--max-bytes", type=int, default=2 * 1024 * 1024, help="request body (default: %(default)s)")
-    p.add_argument("--max-chars", type=int, default=100_000, help="characters kept per text (default: %(default)s)")
+    p.add_argument("--port", type=number("int", minimum=0, maximum=65535), default=8000)
+    p.add_argument("--max-texts", type=SIZE, default=1000, help="texts per request (default: %(default)s)")
+    p.add_argument("--max-bytes", type=SIZE, default=2 * 1024 * 1024, help="request body (default: %(default)s)")
+    p.add_argument("--max-chars", type=SIZE, default=100_000, help="characters kept per text (default: %(default)s)")
     p.set_defaults(func=cmd_serve)
 
 
@@ -77,7 +81,7 @@ def cmd_export(a: argparse.Namespace) -> None:
     source = Path(a.source)
     is_run = (source / "students").is_dir() and not (source / "config.json").exists()
     default = source / f"export-{a.format}" if is_run else source.with_name(f"{source.name}-{a.format}")
-    written = export(source, a.out or default, a.format, a.student)
+    written = export(source, a.out or default, a.format, a.student, overwrite=a.overwrite)
     print(json.dumps({"format": a.format, "exported": [str(p) for p in written]}))
 
 

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from tinydistill.augment import METHODS, Tagger, TangOps, glove_neighbours, load_mlm, variant_maker
 from tinydistill.errors import TinyDistillError
+from tinydistill.folders import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +61,7 @@ def _stream(maker, count: int, n: int, seed: int, start: tuple[int, int, int], s
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)  # a kill leaves the old file or the new one, never half of one
+    write_atomic(path, data)  # a kill leaves the old file or the new one, never half of one
 
 
 def _read_shard(path: Path) -> list[str]:
@@ -178,6 +177,8 @@ def augment_command(data: str, split: str, size: int, out: str, method: str = "g
 
 def register_cli(sub) -> None:
     """The ``augment`` sub-command (called by tinydistill.cli)."""
+    from tinydistill.cli import SEED, SIZE, number
+
     p = sub.add_parser("augment", help="grow a transfer set by augmentation (sharded, resumable pool)",
                        description="Make N variants of each sentence (TinyBERT word replacement from GloVe "
                        "neighbours or a masked LM, or Tang et al.'s mask/POS/n-gram operations), streamed to "
@@ -186,13 +187,14 @@ def register_cli(sub) -> None:
     p.add_argument("--data", required=True, help="paper dataset name, or a text file with one sentence a line")
     p.add_argument("--split", default="train", help="split of a paper dataset (default: %(default)s)")
     p.add_argument("--data-dir", help="folder laid out like shared/data (default: $TINYDISTILL_DATA)")
-    p.add_argument("--size", type=int, default=1_000_000, help="sentences in the pool (default: %(default)s)")
+    p.add_argument("--size", type=SIZE, default=1_000_000, help="sentences in the pool (default: %(default)s)")
     p.add_argument("--out", required=True, help="pool folder")
     p.add_argument("--method", default="glove", choices=METHODS, help="candidate source (default: %(default)s)")
     p.add_argument("--mlm", help="masked LM name or folder for --method mlm (e.g. bert-base-uncased)")
-    p.add_argument("-n", type=int, default=20, help="variants per sentence per round (default: %(default)s)")
-    p.add_argument("-p", type=float, default=0.4, help="replacement probability per word (default: %(default)s)")
-    p.add_argument("-k", type=int, default=15, help="candidates per word (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-n", type=SIZE, default=20, help="variants per sentence per round (default: %(default)s)")
+    p.add_argument("-p", type=number(above=0, maximum=1), default=0.4,
+                   help="replacement probability per word (default: %(default)s)")
+    p.add_argument("-k", type=SIZE, default=15, help="candidates per word (default: %(default)s)")
+    p.add_argument("--seed", type=SEED, default=0)
     p.set_defaults(func=lambda a: print(augment_command(a.data, a.split, a.size, a.out, a.method, a.n, a.p, a.k,
                                                         a.seed, a.data_dir, a.mlm)))
