@@ -300,7 +300,21 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tinydistill: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `tinydistill predict ... | head -1`: the reader has what it wanted
+        _quiet_stdout()
+        return 0
     return 0
+
+
+def _quiet_stdout() -> None:
+    """Point standard output at /dev/null, so that Python's flush at exit does not hit the closed pipe again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # not a real file (captured in tests)
+        pass
 
 
 if __name__ == "__main__":

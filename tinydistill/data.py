@@ -22,6 +22,7 @@ from tinydistill.errors import TinyDistillError
 log = logging.getLogger(__name__)
 
 DATA_ENV = "TINYDISTILL_DATA"
+MAX_FIELD = 1 << 28  # characters in one CSV field
 
 
 @dataclass
@@ -94,8 +95,10 @@ def _read_rows(path: Path) -> tuple[list[str], list[dict]]:
             raise TinyDistillError(f"{path}: not a readable Parquet file ({exc})") from None
         return table.column_names, table.to_pylist()
     opener = gzip.open if path.suffix.lower() == ".gz" else open
+    limit = csv.field_size_limit()
     try:
-        with opener(path, "rt", encoding="utf-8", newline="") as handle:  # type: ignore[operator]
+        # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is dropped, else the first column is "\ufefftext"
+        with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:  # type: ignore[operator]
             if kind in (".jsonl", ".json", ".ndjson"):
                 rows = []
                 for number, row in iter_json_lines(handle, str(path)):
@@ -111,11 +114,19 @@ def _read_rows(path: Path) -> tuple[list[str], list[dict]]:
                 reader = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
             else:
                 reader = csv.DictReader(handle)
-            return list(reader.fieldnames or []), list(reader)
+            csv.field_size_limit(MAX_FIELD)  # the default 128 KB refuses a long review; a whole book still fits
+            try:
+                return list(reader.fieldnames or []), list(reader)
+            except csv.Error as exc:
+                raise TinyDistillError(f"{path}:{reader.line_num}: not valid CSV ({exc})") from None
     except UnicodeDecodeError as exc:
         raise TinyDistillError(f"{path}: byte {exc.start} is not valid UTF-8; re-save the file as UTF-8") from None
     except FileNotFoundError:
         raise TinyDistillError(f"{path}: file not found") from None
+    except (OSError, EOFError) as exc:  # a folder, no permission, a damaged gzip file
+        raise TinyDistillError(f"{path}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
+    finally:
+        csv.field_size_limit(limit)
 
 
 def iter_json_lines(handle: Iterable[str], where: str) -> Iterator[tuple[int, object]]:
@@ -144,6 +155,8 @@ def load_file(
     path = Path(path)
     if not path.exists():
         raise TinyDistillError(f"{path}: file not found")
+    if path.is_dir():
+        raise TinyDistillError(f"{path}: a folder; expected a .csv, .tsv, .jsonl or .parquet file")
     columns, rows = _read_rows(path)
     if not rows:
         raise TinyDistillError(f"{path}: no rows; expected a header and at least one example")

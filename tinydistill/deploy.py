@@ -21,9 +21,12 @@ from itertools import chain, islice
 from pathlib import Path
 from typing import TextIO
 
+import numpy as np
+
 from tinydistill import runtime
 from tinydistill.data import iter_json_lines
 from tinydistill.errors import TinyDistillError
+from tinydistill.folders import check_out_file
 
 INPUT_FORMATS = ("auto", "lines", "csv", "tsv", "jsonl")
 OUTPUT_FORMATS = ("jsonl", "csv")
@@ -57,6 +60,8 @@ def register_cli(sub) -> None:
     p.add_argument("--output-format", choices=OUTPUT_FORMATS, help="default: csv for a .csv output, else jsonl")
     p.add_argument("--text-column", default="text", help="CSV column or JSON field with the text")
     p.add_argument("--batch-size", type=SIZE, default=1000)
+    p.add_argument("--max-chars", type=SIZE, default=100_000, help="characters kept per text before tokenising, "
+                   "as serve does (default: %(default)s)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("serve", help="serve a student over HTTP (POST /predict, GET /health, /metadata)",
@@ -69,6 +74,10 @@ def register_cli(sub) -> None:
     p.add_argument("--max-texts", type=SIZE, default=1000, help="texts per request (default: %(default)s)")
     p.add_argument("--max-bytes", type=SIZE, default=2 * 1024 * 1024, help="request body (default: %(default)s)")
     p.add_argument("--max-chars", type=SIZE, default=100_000, help="characters kept per text (default: %(default)s)")
+    p.add_argument("--token", help="require 'Authorization: Bearer TOKEN' on every endpoint but /health (default: "
+                   "$TINYDISTILL_TOKEN; set one when --host is not loopback)")
+    p.add_argument("--idle-timeout", type=number(above=0), default=15.0,
+                   help="close a connection that sends nothing for this many seconds (default: %(default)s)")
     p.set_defaults(func=cmd_serve)
 
 
@@ -87,7 +96,7 @@ def cmd_export(a: argparse.Namespace) -> None:
 
 def cmd_predict(a: argparse.Namespace) -> None:
     count = predict_file(a.model, a.input, a.output, a.input_format, a.output_format, a.text_column, a.batch_size,
-                         progress=not a.quiet)
+                         progress=not a.quiet, max_chars=a.max_chars)
     if a.output != "-":
         print(json.dumps({"texts": count, "output": a.output}))
 
@@ -96,7 +105,7 @@ def cmd_serve(a: argparse.Namespace) -> None:
     from tinydistill.serve import Limits, serve
 
     serve(a.model, a.host, a.port, Limits(a.max_texts, a.max_bytes, a.max_chars),
-          log_level="warning" if a.quiet else "info")
+          log_level="warning" if a.quiet else "info", token=a.token, idle_timeout=a.idle_timeout)
 
 
 # ----------------------------------------------------------------------------------------------- predict
@@ -123,8 +132,12 @@ def read_texts(handle: Iterable[str], fmt: str, text_column: str = "text", sourc
         if text_column not in reader.fieldnames:
             raise TinyDistillError(f"{source}:1: no column {text_column!r} (columns: {reader.fieldnames}); "
                                    "use --text-column")
-        for row in reader:
-            yield row[text_column] or ""
+        csv.field_size_limit(max(csv.field_size_limit(), 1 << 28))  # a long text is cut later, not refused here
+        try:
+            for row in reader:
+                yield row[text_column] or ""
+        except csv.Error as exc:
+            raise TinyDistillError(f"{source}:{reader.line_num}: not valid CSV ({exc})") from None
     elif fmt == "jsonl":
         for number, record in iter_json_lines(handle, source):
             text = record.get(text_column) if isinstance(record, dict) else record
@@ -164,43 +177,54 @@ def write_predictions(out: TextIO, labels: list[str], probs, fmt: str, header: b
 
 
 def predict_stream(model: runtime.Model, texts: Iterator[str], out: TextIO, fmt: str = "jsonl",
-                   batch_size: int = 1000, on_batch=None) -> int:
-    """Predict `texts` batch by batch and write each batch as soon as it is done; returns the count."""
+                   batch_size: int = 1000, on_batch=None, max_chars: int = 100_000) -> int:
+    """Predict `texts` batch by batch and write each batch as soon as it is done; returns the count.
+
+    Each text is cut to `max_chars` characters before tokenising (as `serve` does: a student reads at most its
+    max_length tokens anyway, and a 100 MB line would otherwise be tokenised whole). No texts: nothing written.
+    """
     if fmt not in OUTPUT_FORMATS:
         raise TinyDistillError(f"unknown output format {fmt!r}; expected one of {list(OUTPUT_FORMATS)}")
     if batch_size < 1:
         raise TinyDistillError(f"--batch-size must be at least 1 (got {batch_size})")
+    if max_chars < 1:
+        raise TinyDistillError(f"--max-chars must be at least 1 (got {max_chars})")
     count = 0
-    while batch := list(islice(texts, batch_size)):
-        write_predictions(out, model.labels, model.predict_proba(batch), fmt, header=count == 0)
+    while batch := [t[:max_chars] for t in islice(texts, batch_size)]:
+        probs = model.predict_proba(batch)
+        if not np.isfinite(probs).all():
+            row = count + int(np.flatnonzero(~np.isfinite(probs).all(1))[0]) + 1
+            raise TinyDistillError(f"text {row}: the model gave NaN or infinite scores; its weights are damaged")
+        write_predictions(out, model.labels, probs, fmt, header=count == 0)
         out.flush()
         count += len(batch)
         if on_batch is not None:
             on_batch()
-    if count == 0 and fmt == "csv":
-        write_predictions(out, model.labels, model.predict_proba([]), fmt, header=True)
     return count
 
 
 def predict_file(model_dir: str | os.PathLike, input: str = "-", output: str = "-", input_format: str = "auto",
                  output_format: str | None = None, text_column: str = "text", batch_size: int = 1000,
-                 progress: bool = True) -> int:
+                 progress: bool = True, max_chars: int = 100_000) -> int:
     """Label every text of `input` ("-": standard input) into `output` ("-": standard output); returns the count.
 
     A file shows a progress bar (by bytes read) on standard error; an output file is written under a
-    temporary name and renamed when complete.
+    temporary name and renamed when complete; its folder must exist.
     """
     model = load_model(model_dir)
     fmt_out = output_format or ("csv" if output.lower().endswith(".csv") else "jsonl")
     source = "<stdin>" if input == "-" else input
+    target = None if output == "-" else check_out_file(output, overwrite=True, option="-o")
+    # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is dropped, not read as part of the first text
     if input == "-":
-        handle = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", newline="")
+        handle = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", newline="")
+    elif Path(input).is_dir():
+        raise TinyDistillError(f"{input}: a folder; expected an input file")
     elif not Path(input).is_file():
         raise TinyDistillError(f"{input}: input file not found")
     else:
-        handle = Path(input).open(encoding="utf-8", newline="")  # closed in the finally below
-    target = None if output == "-" else Path(output)
-    tmp = None if target is None else target.with_name(target.name + ".tmp")
+        handle = Path(input).open(encoding="utf-8-sig", newline="")  # closed in the finally below
+    tmp = None if target is None else target.with_name(f".{target.name}.{os.getpid()}.tmp")
     bar = _progress_bar(None if input == "-" else os.path.getsize(input), progress)
     out = sys.stdout if tmp is None else tmp.open("w", encoding="utf-8", newline="")
     lines: Iterable[str]
@@ -209,10 +233,10 @@ def predict_file(model_dir: str | os.PathLike, input: str = "-", output: str = "
         if fmt_in == "auto":
             first = handle.readline()
             fmt_in = guess_format(input, first)
-            lines = chain([first], handle)
+            lines = chain([first] if first else [], handle)  # empty input: no texts, not one empty text
         texts = read_texts(lines, fmt_in, text_column, source)
         update = None if bar is None else (lambda: bar.update(handle.buffer.tell() - bar.n))
-        count = predict_stream(model, texts, out, fmt_out, batch_size, on_batch=update)
+        count = predict_stream(model, texts, out, fmt_out, batch_size, on_batch=update, max_chars=max_chars)
     except BaseException as exc:
         if tmp is not None:
             out.close()

@@ -200,8 +200,8 @@ def _train(base: str, texts: Sequence[str], labels: Sequence[int], label_names: 
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         encoder = AutoModel.from_pretrained(path)
-    except OSError as exc:
-        first = str(exc).strip().splitlines()[0]
+    except (OSError, ValueError, KeyError) as exc:  # no such folder or id, no tokenizer, an unknown model type
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise TinyDistillError(f"teacher {base!r}: could not load ({first})") from None
     model = Classifier(encoder, len(label_names), recipe.pooling)
     teacher = Teacher(model, tokenizer, label_names, recipe.max_length, {"base": base, "recipe": recipe.to_info()})

@@ -135,12 +135,20 @@ def read_transfer(source: str) -> list[str]:
         from tinydistill.pools import read_pool
 
         return read_pool(path)
+    if not path.exists():
+        raise TinyDistillError(f"{path}: transfer file not found")
     if path.name.endswith((".txt", ".txt.gz")):  # plain text: one text a line
         import gzip
 
         opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rt", encoding="utf-8") as handle:  # type: ignore[operator]
-            return [line.rstrip("\n") for line in handle if line.strip()]
+        try:
+            with opener(path, "rt", encoding="utf-8") as handle:  # type: ignore[operator]
+                return [line.rstrip("\n") for line in handle if line.strip()]
+        except UnicodeDecodeError as exc:
+            raise TinyDistillError(f"{path}: not UTF-8 text (byte {exc.start}); re-save it as UTF-8") from None
+        except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+            raise TinyDistillError(f"{path}: not a readable {'gzip' if path.suffix == '.gz' else 'text'} file "
+                                   f"({exc})") from None
     return data_mod.load_file(path, label_column=None).texts
 
 

@@ -65,7 +65,35 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 def _read_shard(path: Path) -> list[str]:
-    return gzip.decompress(path.read_bytes()).decode().split("\n")[:-1]
+    """The lines of one gzip shard; a missing, truncated or non-gzip shard is a one-line error naming it."""
+    try:
+        return gzip.decompress(path.read_bytes()).decode("utf-8").split("\n")[:-1]
+    except FileNotFoundError:
+        raise TinyDistillError(f"{path}: shard missing (listed in manifest.json)") from None
+    except (OSError, EOFError, UnicodeDecodeError, ValueError) as exc:
+        raise TinyDistillError(f"{path}: not a readable gzip shard of UTF-8 text ({exc})") from None
+
+
+def _shard_path(out: Path, shard: object) -> Path:
+    """The file a manifest entry names, which must be a plain file name inside the pool folder."""
+    name = shard.get("file") if isinstance(shard, dict) else None
+    if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+        raise TinyDistillError(f"{out / 'manifest.json'}: shard entry {shard!r} must name a file inside the pool")
+    return out / name
+
+
+def _read_manifest(out: Path) -> dict:
+    path = out / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise TinyDistillError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list) \
+            or not isinstance(manifest.get("settings"), dict):
+        raise TinyDistillError(f"{path}: not a tinydistill pool manifest (expected 'settings' and 'shards')")
+    for shard in manifest["shards"]:
+        _shard_path(out, shard)
+    return manifest
 
 
 def write_pool(sentences: Sequence[str], out_dir: str | os.PathLike, size: int, method: str = "glove",
@@ -91,7 +119,7 @@ def write_pool(sentences: Sequence[str], out_dir: str | os.PathLike, size: int, 
     manifest: dict[str, Any] = {"format": "tinydistill-pool", "version": 1, "settings": settings,
                                 "shards": [], "complete": False}
     if manifest_path.exists():
-        old = json.loads(manifest_path.read_text())
+        old = _read_manifest(out)
         changed = sorted(key for key in settings if old["settings"].get(key) != settings[key])
         if changed:
             raise TinyDistillError(f"{out} holds a pool made with other settings ({', '.join(changed)} "
@@ -102,7 +130,7 @@ def write_pool(sentences: Sequence[str], out_dir: str | os.PathLike, size: int, 
     if manifest["complete"]:
         return out
     out.mkdir(parents=True, exist_ok=True)
-    seen = {_key(line) for shard in shards for line in _read_shard(out / shard["file"])}
+    seen = {_key(line) for shard in shards for line in _read_shard(_shard_path(out, shard))}
     r, i, j = shards[-1]["cursor"] if shards else (0, 0, 0)
     start = cursor = (r, i, j)
     buffer: list[str] = []
@@ -138,10 +166,10 @@ def read_pool(out_dir: str | os.PathLike) -> list[str]:
     out = Path(out_dir)
     if not (out / "manifest.json").exists():
         raise TinyDistillError(f"{out}: not an augmentation pool (no manifest.json)")
-    manifest = json.loads((out / "manifest.json").read_text())
-    if not manifest["complete"]:
+    manifest = _read_manifest(out)
+    if not manifest.get("complete"):
         raise TinyDistillError(f"{out}: the pool is unfinished; run the same augment command again to end it")
-    return [line for shard in manifest["shards"] for line in _read_shard(out / shard["file"])]
+    return [line for shard in manifest["shards"] for line in _read_shard(_shard_path(out, shard))]
 
 
 def augment_command(data: str, split: str, size: int, out: str, method: str = "glove", n: int = 20,
