@@ -14,6 +14,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ from tqdm.auto import tqdm
 
 from tinydistill.bases import resolve_teacher
 from tinydistill.errors import TinyDistillError, check_number
-from tinydistill.teacher import Classifier, Teacher
+from tinydistill.teacher import Classifier, Teacher, check_tokenizer_files
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +198,7 @@ def _train(base: str, texts: Sequence[str], labels: Sequence[int], label_names: 
 
     _set_seed(recipe.seed)
     path = resolve_teacher(base)
+    check_tokenizer_files(Path(path))
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         encoder = AutoModel.from_pretrained(path)

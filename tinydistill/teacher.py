@@ -216,6 +216,7 @@ class Teacher:
                     raise TinyDistillError(f"{place}: tensor {name!r} holds NaN or infinite values; the teacher "
                                            "is corrupt")
             members.append(member)
+        check_tokenizer_files(places[0] / "encoder")
         try:
             tokenizer = AutoTokenizer.from_pretrained(places[0] / "encoder")
         except (OSError, ValueError, TypeError) as exc:
@@ -234,6 +235,17 @@ class Teacher:
         info = {**members[0].info, "recipe": recipe, "training": training}
         return cls(Committee([m.model for m in members]).eval(), members[0].tokenizer, members[0].label_names,
                    members[0].max_length, info)
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model",
+                   "sentencepiece.bpe.model")
+
+
+def check_tokenizer_files(folder: Path) -> None:
+    """Refuse a model folder without tokenizer files: transformers would build an empty tokenizer from the model's
+    config and every text would read as the same unknown tokens, silently."""
+    if folder.is_dir() and not any((folder / name).exists() for name in TOKENIZER_FILES):
+        raise TinyDistillError(f"{folder}: no usable tokenizer (none of {', '.join(TOKENIZER_FILES[:3])}, ...)")
 
 
 def _check_finite(values: np.ndarray, name: str) -> np.ndarray:
