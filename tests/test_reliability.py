@@ -61,6 +61,8 @@ def place(tmp_path_factory, tiny_bert):
     (root / "run" / "results.json").write_text("{}")
     (root / "transfer.jsonl").write_text("".join(json.dumps({"text": t, "logits": [0.1, -0.1]}) + "\n"
                                                  for t in texts))
+    (root / "ragged.jsonl").write_text('{"text": "a", "logits": [1, 2]}\n{"text": "b", "logits": [1, 2, 3]}\n')
+    (root / "nan.jsonl").write_text('{"text": "a", "logits": [1, 2]}\n{"text": "b", "logits": [NaN, 2]}\n')
 
     from tinydistill.finetune import get_recipe, train_teacher
 
@@ -102,6 +104,9 @@ def damaged(root: Path) -> None:
     edit_config(root / "tok", tokenizer_max_length=-1)
     shutil.copytree(student, root / "flipped")
     flip_bytes(root / "flipped" / "model.safetensors", 2000)
+    shutil.copytree(student, root / "flipped-data")  # the flipped bytes, in the tensors this time
+    weights = root / "flipped-data" / "model.safetensors"
+    flip_bytes(weights, 300, start=weights.stat().st_size - 300)
     shutil.copytree(student, root / "truncated")
     weights = root / "truncated" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
@@ -199,6 +204,12 @@ CASES = [
      "tokenizer max_length is -1"),
     (["evaluate", f"{R}/flipped", "--data", f"{R}/train.csv", "--test", f"{R}/test.csv"], "model.safetensors"),
     (["predict", f"{R}/flipped", f"{R}/train.csv"], "model.safetensors"),
+    (["evaluate", f"{R}/flipped-data", "--data", f"{R}/train.csv", "--test", f"{R}/test.csv"],
+     "model.safetensors: corrupt: its sha256 differs"),
+    (["predict", f"{R}/flipped-data", f"{R}/train.csv"], "model.safetensors: corrupt: its sha256 differs"),
+    (["export", f"{R}/flipped-data", "--out", f"{R}/e1"], "model.safetensors: corrupt: its sha256 differs"),
+    (["distil", f"{R}/ragged.jsonl", "--out", f"{R}/s"], "ragged.jsonl:2: expected a text and 2 finite logits"),
+    (["distil", f"{R}/nan.jsonl", "--out", f"{R}/s"], "nan.jsonl:2: expected a text and 2 finite logits"),
     (["evaluate", f"{R}/truncated", "--data", f"{R}/train.csv", "--test", f"{R}/test.csv"],
      "model.safetensors: truncated"),
     (["predict", f"{R}/truncated", f"{R}/train.csv"], "model.safetensors: truncated"),
@@ -297,6 +308,23 @@ def test_runs_on_one_folder_take_turns(tmp_path):
         order.append("second in")
     thread.join()
     assert order == ["first in", "first out", "second in"]
+
+
+def test_a_corrupt_teacher_in_the_run_folder_is_replaced_by_its_cached_copy(place, tiny_bert, tmp_path,
+                                                                             monkeypatch, caplog):
+    import tinydistill.pipeline as pipeline
+    from tinydistill.teacher import Teacher
+
+    monkeypatch.setenv("TINYDISTILL_CACHE", str(tmp_path / "cache"))
+    c = pipeline.RunConfig(data=str(place / "train.csv"), test=str(place / "test.csv"), labeled=20,
+                           teacher=tiny_bert, recipe="paper", teacher_epochs=1, max_length=16, out=str(tmp_path))
+    task = pipeline.load_task(c, transfer=False)
+    first = pipeline.get_teacher(c, task, tmp_path / "teacher", progress=False)
+    flip_bytes(tmp_path / "teacher" / "head.safetensors", 16, start=100)
+    monkeypatch.setattr(pipeline, "train_teacher", lambda *a, **k: pytest.fail("retrained"))
+    again = pipeline.get_teacher(c, task, tmp_path / "teacher", progress=False)
+    assert again.fingerprint == first.fingerprint and "ignoring the copy" in caplog.text
+    assert Teacher.load(tmp_path / "teacher").fingerprint == first.fingerprint  # repaired from the cache
 
 
 # ---------------------------------------------------------------------------------------- logit cache

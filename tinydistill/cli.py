@@ -234,21 +234,39 @@ def cmd_distil(a: argparse.Namespace) -> None:
     from tinydistill.distill import TrainConfig
     from tinydistill.students import Student
 
-    texts, logits = [], []
+    texts: list[str] = []
+    logits: list[list[float]] = []
     path = Path(a.transfer)
     if not path.is_file():
         raise TinyDistillError(f"{path}: {'a folder, not a file' if path.is_dir() else 'file not found'}")
     check_out(a.out, "student", a.overwrite)
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            try:
-                row = json.loads(line)
-                texts.append(row["text"])
-                logits.append(row["logits"])
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise TinyDistillError(f"{path}:{number}: expected {{\"text\": ..., \"logits\": [...]}}") from None
-    labels = json.loads((path.parent / (path.stem + ".labels.json")).read_text()) \
-        if (path.parent / (path.stem + ".labels.json")).exists() else None
+    try:
+        with path.open(encoding="utf-8-sig") as handle:
+            for number, line in enumerate(handle, 1):
+                try:
+                    row = json.loads(line)
+                    text, values = row["text"], [float(v) for v in row["logits"]]
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeDecodeError):
+                    raise TinyDistillError(f"{path}:{number}: expected {{\"text\": ..., \"logits\": [...]}}") from None
+                if not isinstance(text, str) or len(values) < 2 or (logits and len(values) != len(logits[0])) \
+                        or not all(abs(v) <= 1e6 for v in values):  # also false for NaN
+                    width = len(logits[0]) if logits else "2 or more"
+                    raise TinyDistillError(f"{path}:{number}: expected a text and {width} finite logits, like "
+                                           "the lines before it")
+                texts.append(text)
+                logits.append(values)
+    except UnicodeDecodeError as exc:
+        raise TinyDistillError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    companion = path.parent / (path.stem + ".labels.json")
+    labels = None
+    if companion.exists():
+        try:
+            labels = json.loads(companion.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            labels = None
+        if not isinstance(labels, list) or (logits and len(labels) != len(logits[0])):
+            raise TinyDistillError(f"{companion}: expected a JSON list of {len(logits[0]) if logits else ''} label "
+                                   "names, one per logit")
     student = Student(a.student, train=TrainConfig(loss=a.loss, seed=a.seed)).fit(
         texts, np.asarray(logits, dtype=np.float32), labels, progress=not a.quiet)
     student.save_pretrained(a.out, overwrite=a.overwrite)
