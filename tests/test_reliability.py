@@ -327,6 +327,28 @@ def test_a_corrupt_teacher_in_the_run_folder_is_replaced_by_its_cached_copy(plac
     assert Teacher.load(tmp_path / "teacher").fingerprint == first.fingerprint  # repaired from the cache
 
 
+def test_concurrent_saves_of_one_folder_all_succeed(place, tmp_path):
+    """Two runs saving the same teacher into the shared cache once died in a SafetensorError (one temp folder)."""
+    student = Student.from_pretrained(place / "run" / "students" / "cbow")
+    errors: list[BaseException] = []
+
+    def save() -> None:
+        try:
+            for _ in range(5):
+                student.save_pretrained(tmp_path / "shared")
+        except BaseException as exc:  # noqa: BLE001 (reported below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=save) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert runtime.load(tmp_path / "shared").labels == LABELS
+    assert [p.name for p in tmp_path.iterdir()] == ["shared"]  # no staging or old folders left
+
+
 # ---------------------------------------------------------------------------------------- logit cache
 
 

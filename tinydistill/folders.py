@@ -164,8 +164,9 @@ def check_out(out: str | os.PathLike, kind: str, overwrite: bool = False, source
     if overwrite:
         log.warning("%s: %s; replacing it, as --overwrite says", out, what)
         return out
+    how = "save with overwrite=True" if option == "folder" else "add --overwrite"
     raise TinyDistillError(f"{out}: exists and is {what}, not {_NAMES[kind]}; choose another {option}, "
-                           "or add --overwrite to replace it")
+                           f"or {how} to replace it")
 
 
 def check_out_file(out: str | os.PathLike, overwrite: bool = False, ours: bool = False,

@@ -265,9 +265,10 @@ def run(c: RunConfig, progress: bool = True, overwrite: bool = False) -> dict:
     check_out(c.run_dir(), "run", overwrite)
     task = load_task(c)
     run_dir = c.run_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / RUN_MARKER).exists():  # first, so that a run killed at once still left a run folder
+        write_atomic(run_dir / RUN_MARKER, json.dumps({"format": "tinydistill-run", "version": 1}))
     with locked(run_dir):
-        if not (run_dir / RUN_MARKER).exists():
-            write_atomic(run_dir / RUN_MARKER, json.dumps({"format": "tinydistill-run", "version": 1}))
         return _run(c, task, run_dir, progress)
 
 
