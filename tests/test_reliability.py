@@ -133,6 +133,13 @@ def damaged(root: Path) -> None:
         (root / name / "manifest.json").write_text(json.dumps(
             {"format": "tinydistill-pool", "version": 1, "settings": {}, "shards": shards, "complete": True}))
 
+    (root / "baddata" / "sst2").mkdir(parents=True)  # a damaged download of a paper dataset
+    (root / "baddata" / "sst2" / "labels.json").write_text('{"labels": ["negative", "positive"]}')
+    (root / "baddata" / "sst2" / "train.tsv.gz").write_bytes(gzip.compress(b"text\tlabel\ngood\t1\n")[:20])
+    (root / "nolabels" / "sst2").mkdir(parents=True)
+    (root / "nolabels" / "sst2" / "train.tsv.gz").write_bytes(gzip.compress(b"text\tlabel\ngood\t1\n"))
+    (root / "sentences.txt").write_text("a good film\na bad film\n")
+
     (root / "secret.txt.gz").write_bytes(gzip.compress(b"a private text\n"))
     pool("escape-pool", [{"file": "../secret.txt.gz", "lines": 1}], {})
     pool("fake-pool", [{"file": "shard-00000.txt.gz", "lines": 1}], {"shard-00000.txt.gz": b"plain bytes"})
@@ -166,6 +173,12 @@ CASES = [
     (["run", "--data", f"{R}/folder", "--out", f"{R}/out-run"], "a folder; expected a .csv"),
     (RUN[:3] + ["--test", f"{R}/folder.csv"], "folder.csv: file not found"),
     (["evaluate", f"{R}/run/students/cbow", "--data", f"{R}/train.csv", "--test", f"{R}/folder"], "a folder"),
+    (["evaluate", f"{R}/run/students/cbow", "--data", "sst2", "--data-dir", f"{R}/baddata"],
+     "train.tsv.gz:1: not a readable gzip file"),
+    (["evaluate", f"{R}/run/students/cbow", "--data", "sst2", "--data-dir", f"{R}/nolabels"],
+     "labels.json: expected"),
+    (["augment", "--data", f"{R}/sentences.txt", "--out", f"{R}/notes.jsonl", "--size", "5"],
+     "notes.jsonl: a file; the pool needs a folder"),
     (RUN + ["--transfer", f"{R}/missing.txt"], "missing.txt: transfer file not found"),
     (RUN + ["--transfer", f"{R}/binary.txt"], "binary.txt: not UTF-8 text"),
     (RUN + ["--transfer", f"{R}/fake.txt.gz"], "fake.txt.gz: not a readable gzip file"),

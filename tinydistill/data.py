@@ -231,20 +231,27 @@ def load_paper_dataset(name: str, split: str | None = None, data_dir: str | os.P
     if not path.exists():
         available = sorted(p.name.removesuffix(".tsv.gz") for p in base.glob("*.tsv.gz"))
         raise TinyDistillError(f"{path}: split {split!r} not found; available: {available}")
-    names = json.loads((base / "labels.json").read_text())["labels"]
+    try:
+        names = json.loads((base / "labels.json").read_text(encoding="utf-8"))["labels"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise TinyDistillError(f"{base / 'labels.json'}: expected {{\"labels\": [...]}} ({exc})") from None
     texts: list[str] = []
     labels: list[int] = []
-    with gzip.open(path, "rt", encoding="utf-8") as handle:
-        header = handle.readline()
-        if header.rstrip("\n") != "text\tlabel":
-            raise TinyDistillError(f"{path}:1: expected header 'text<TAB>label'")
-        for number, line in enumerate(handle, 2):
-            text, sep, label = line.rstrip("\n").rpartition("\t")
-            if not sep:
-                raise TinyDistillError(f"{path}:{number}: expected 'text<TAB>label'")
-            texts.append(text)
-            if label:
-                labels.append(int(label))
+    number = 1
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as handle:
+            header = handle.readline()
+            if header.rstrip("\n") != "text\tlabel":
+                raise TinyDistillError(f"{path}:1: expected header 'text<TAB>label'")
+            for number, line in enumerate(handle, 2):
+                text, sep, label = line.rstrip("\n").rpartition("\t")
+                if not sep or not (label == "" or label.lstrip("-").isdigit()):
+                    raise TinyDistillError(f"{path}:{number}: expected 'text<TAB>label'")
+                texts.append(text)
+                if label:
+                    labels.append(int(label))
+    except (OSError, EOFError, UnicodeDecodeError) as exc:  # a damaged download
+        raise TinyDistillError(f"{path}:{number}: not a readable gzip file of UTF-8 text ({exc})") from None
     if labels and len(labels) != len(texts):
         raise TinyDistillError(f"{path}: some rows have labels and some do not")
     return Split(texts, labels or None, names, f"{name}/{split}")

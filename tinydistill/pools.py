@@ -110,6 +110,8 @@ def write_pool(sentences: Sequence[str], out_dir: str | os.PathLike, size: int, 
     if size <= 0 or shard_size <= 0:
         raise TinyDistillError(f"pool size and shard size must be positive, got {size} and {shard_size}")
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise TinyDistillError(f"{out}: a file; the pool needs a folder")
     maker = variant_maker(sentences, method, p, k, neighbours, mlm, tagger, tang, progress)
     settings = {"method": method, "n": n, "p": p, "k": k, "seed": seed, "size": size,
                 "shard_size": shard_size, "tang": asdict(tang), "sentences": _digest("\n".join(sentences)),
