@@ -196,7 +196,10 @@ def cmd_train_teacher(a: argparse.Namespace) -> None:
     from tinydistill.pipeline import RunConfig, load_task
 
     recipe = get_recipe(a.recipe, epochs=a.teacher_epochs, lr=a.teacher_lr, max_length=a.max_length, seed=a.seed)
-    check_out(a.out, "teacher", a.overwrite)  # before hours of training, not after
+    for source in [a.data, a.test, a.teacher, a.data_dir]:  # before hours of training, not after
+        if source and Path(source).exists():  # never write over or around what the teacher is made from
+            check_out(a.out, "teacher", a.overwrite, source=source, inside_ok=True)
+    check_out(a.out, "teacher", a.overwrite)
     task = load_task(RunConfig(data=a.data, data_dir=a.data_dir, test=a.test, text_column=a.text_column,
                                label_column=a.label_column, labeled=a.labeled, seed=a.seed), transfer=False)
     teacher = train_teacher(a.teacher, task.labeled.texts, task.labeled.labels or [], task.labeled.label_names,
@@ -239,7 +242,7 @@ def cmd_distil(a: argparse.Namespace) -> None:
     path = Path(a.transfer)
     if not path.is_file():
         raise TinyDistillError(f"{path}: {'a folder, not a file' if path.is_dir() else 'file not found'}")
-    check_out(a.out, "student", a.overwrite)
+    check_out(a.out, "student", a.overwrite, source=path)
     try:
         with path.open(encoding="utf-8-sig") as handle:
             for number, line in enumerate(handle, 1):

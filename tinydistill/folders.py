@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -80,24 +81,27 @@ def replace_folder(tmp: str | os.PathLike, folder: str | os.PathLike) -> None:
     puts its own copy in place between the two renames, the swap is retried (the last writer wins).
     """
     tmp, folder = Path(tmp), Path(folder)
-    for _ in range(10):
-        old = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.old")
+    error: OSError | None = None
+    for attempt in range(100):
+        aside = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.old")
+        old: Path | None = aside
         try:
-            folder.rename(old)
+            folder.rename(aside)
         except FileNotFoundError:
-            old = None  # type: ignore[assignment]
+            old = None
         try:
             tmp.rename(folder)
-        except OSError:
+        except OSError as exc:  # another writer's folder landed in between: move it aside too, and retry
+            error = exc
             if old is not None:
                 _remove(old)
-            if not folder.exists():
-                raise
-            continue  # another writer's folder landed in between: move it aside too
+            time.sleep(0.001 * attempt)
+            continue
         if old is not None:
             _remove(old)
         return
-    raise TinyDistillError(f"{folder}: could not replace it (other processes keep writing it)")
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise TinyDistillError(f"{folder}: could not replace it; other processes keep writing it ({error})")
 
 
 # ------------------------------------------------------------------------------------------------ kinds

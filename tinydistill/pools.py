@@ -23,7 +23,6 @@ from tqdm.auto import tqdm
 
 from tinydistill.augment import METHODS, Tagger, TangOps, glove_neighbours, load_mlm, variant_maker
 from tinydistill.errors import TinyDistillError
-from tinydistill.folders import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +60,9 @@ def _stream(maker, count: int, n: int, seed: int, start: tuple[int, int, int], s
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    write_atomic(path, data)  # a kill leaves the old file or the new one, never half of one
+    tmp = path.with_name(path.name + ".tmp")  # one writer per pool: a fixed name, so a resume overwrites leftovers
+    tmp.write_bytes(data)
+    os.replace(tmp, path)  # a kill leaves the old file or the new one, never half of one
 
 
 def _read_shard(path: Path) -> list[str]:
