@@ -527,6 +527,25 @@ def test_serve_token_and_no_paths_in_metadata(place, tmp_path):
     assert str(tmp_path) not in meta.text and str(place) not in meta.text and meta.json()["export"]["source"] == "cbow"
 
 
+def test_serve_warns_beyond_loopback_without_a_token(place, monkeypatch, caplog):
+    uvicorn = pytest.importorskip("uvicorn")
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    calls: dict = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.update(app=app, **kw))
+    monkeypatch.delenv("TINYDISTILL_TOKEN", raising=False)
+    assert main(["-q", "serve", str(place / "run" / "students" / "cbow"), "--host", "0.0.0.0"]) == 0
+    assert "without a token" in caplog.text and calls["http"].__name__ == "IdleTimeout"
+    caplog.clear()
+    monkeypatch.setenv("TINYDISTILL_TOKEN", "from-env")
+    assert main(["-q", "serve", str(place / "run" / "students" / "cbow"), "--host", "0.0.0.0"]) == 0
+    assert "without a token" not in caplog.text
+    client = TestClient(calls["app"])
+    assert client.get("/metadata").status_code == 401
+    assert client.get("/metadata", headers={"Authorization": "Bearer from-env"}).status_code == 200
+
+
 def test_serve_answers_500_on_nan_scores(place):
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
