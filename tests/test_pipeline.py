@@ -107,7 +107,7 @@ def test_cli_run_prints_the_table(files, tiny_bert, tmp_path, capsys):
     (["--students", "gpt"], "unknown student 'gpt'"),
     (["--text-column", "body"], "no column 'body'"),
     (["--recipe", "magic", "--data", "missing.csv"], "unknown recipe 'magic'"),  # checked before the data
-    (["--max-length", "0", "--data", "missing.csv"], "max length 0: expected at least 2 tokens"),
+    (["--max-length", "0", "--data", "missing.csv"], "--max-length: 0 is not a whole number >= 2"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(files, tmp_path, capsys, args, message):
     base = {"--data": files[0], "--test": files[1], "--out": str(tmp_path / "r")}

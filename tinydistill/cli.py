@@ -8,9 +8,11 @@ import logging
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 from tinydistill.bases import default_teacher
-from tinydistill.errors import TinyDistillError
+from tinydistill.errors import TinyDistillError, check_number, expected
+from tinydistill.folders import check_out, check_out_file, write_atomic
 
 log = logging.getLogger("tinydistill")
 
@@ -32,6 +34,34 @@ def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def number(kind: str = "float", **bounds: Any):
+    """An argparse `type=` that parses a number and checks its range (`errors.check_number`'s bounds), so a bad
+    value is argparse's one-line error (exit 2) before any work: `type=number("int", minimum=1)`."""
+    def parse(value: str) -> int | float:
+        try:
+            parsed: int | float = int(value) if kind == "int" else float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not {expected(kind, **bounds)}") from None
+        try:
+            check_number("", parsed, kind, **bounds)
+        except TinyDistillError:
+            raise argparse.ArgumentTypeError(f"{value} is not {expected(kind, **bounds)}") from None
+        return parsed
+
+    parse.__name__ = f"number ({expected(kind, **bounds)})"
+    return parse
+
+
+SIZE, SEED, POSITIVE = number("int", minimum=1), number("int", minimum=0), number(above=0)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line (no usage block), as every other error of the CLI."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"tinydistill: error: {message} (see `{self.prog} --help`)\n")
+
+
 def _data_options(p: argparse.ArgumentParser, labeled_help: str = "labels the teacher trains on",
                   scored: bool = True) -> None:
     p.add_argument("--data", default="sst2", help="paper dataset name, a csv/tsv/jsonl/parquet file, or a hub id")
@@ -40,10 +70,10 @@ def _data_options(p: argparse.ArgumentParser, labeled_help: str = "labels the te
                    "20%% of it is held out)")
     p.add_argument("--text-column", default="text")
     p.add_argument("--label-column", default="label")
-    p.add_argument("--labeled", type=int, help=f"{labeled_help} (default: the paper's size, or the whole file)")
+    p.add_argument("--labeled", type=SIZE, help=f"{labeled_help} (default: the paper's size, or the whole file)")
     if scored:
-        p.add_argument("--test-size", type=int, help="score on a stratified sample of this many test texts (quicker)")
-    p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--test-size", type=SIZE, help="score on a stratified sample of this many test texts (quicker)")
+    p.add_argument("--seed", type=SEED, default=0)
 
 
 def _teacher_options(p: argparse.ArgumentParser) -> None:
@@ -55,17 +85,23 @@ def _teacher_options(p: argparse.ArgumentParser) -> None:
                    "self-train (strong, then again from the base with 1000 unlabelled texts it labels surest "
                    "added), contrastive (SetFit-style: 200 steps pulling same-label texts together, then a "
                    "linear head on the frozen encoder) or paper (3 epochs, lr 5e-5, batch 16)")
-    p.add_argument("--teacher-epochs", type=float, help="override the recipe's epochs")
-    p.add_argument("--teacher-lr", type=float, help="override the recipe's learning rate")
-    p.add_argument("--max-length", type=int, help="teacher tokens per text")
+    p.add_argument("--teacher-epochs", type=POSITIVE, help="override the recipe's epochs")
+    p.add_argument("--teacher-lr", type=POSITIVE, help="override the recipe's learning rate")
+    p.add_argument("--max-length", type=number("int", minimum=2), help="teacher tokens per text (at least 2: the "
+                   "encoder's start and end markers take two)")
+
+
+def _overwrite_option(p: argparse.ArgumentParser, kind: str) -> None:
+    p.add_argument("--overwrite", action="store_true", help=f"write --out even when it exists and is not {kind} "
+                   "(default: refuse, so that nothing tinydistill did not write is replaced)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="tinydistill", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description="Distil a BERT-class teacher fine-tuned on a few labels into a tiny, fast student.")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and the results")
-    parser.add_argument("--threads", type=int, help="CPU threads for the teacher (default: all cores; use 1 when "
+    parser.add_argument("--threads", type=SIZE, help="CPU threads for the teacher (default: all cores; use 1 when "
                         "other jobs share the machine, as threads that wait on each other slow to a crawl)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -78,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--students", type=_csv, default=["cbow", "bilstm"], help="comma list of cbow, bilstm, cnn")
     p.add_argument("--transfer", action="append", default=[], help="extra unlabelled text: an augment pool folder "
                    "or a file (repeatable); the training split without labels is always included")
-    p.add_argument("--transfer-size", type=int, help="cap the transfer set at a seeded sample of this size")
+    p.add_argument("--transfer-size", type=SIZE, help="cap the transfer set at a seeded sample of this size")
     p.add_argument("--no-nods", dest="nods", action="store_false", help="skip the no-distillation twins")
     p.add_argument("--loss", default="mse", choices=["mse", "kl"], help="distillation loss (the paper: mse)")
     p.add_argument("--no-glove", dest="glove", action="store_false",
@@ -88,12 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="a TOML or YAML file of these options (keys: the option names, dashes or "
                    "underscores); options on the command line override it; the run folder keeps the resolved "
                    "config in config.resolved.json, which --config reads back")
+    _overwrite_option(p, "a run folder")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("train-teacher", help="fine-tune a teacher on a sample of labels and save it")
     _data_options(p, scored=False)
     _teacher_options(p)
     p.add_argument("--out", required=True, help="folder for the fine-tuned teacher")
+    _overwrite_option(p, "a teacher folder")
     p.set_defaults(func=cmd_train_teacher)
 
     p = sub.add_parser("label", help="write teacher logits for a transfer set as JSON Lines (cached on disk)")
@@ -102,14 +140,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir")
     p.add_argument("--text-column", default="text")
     p.add_argument("--out", required=True, help="JSON Lines file: {\"text\": ..., \"logits\": [...]} per line")
+    _overwrite_option(p, "a file written by label")
     p.set_defaults(func=cmd_label)
 
     p = sub.add_parser("distil", help="train a student on a JSON Lines file of texts and teacher logits")
     p.add_argument("transfer", help="file written by `tinydistill label`")
     p.add_argument("--student", default="cbow", choices=["cbow", "bilstm", "cnn"])
     p.add_argument("--loss", default="mse", choices=["mse", "kl"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--out", required=True, help="folder for the student")
+    _overwrite_option(p, "a student folder")
     p.set_defaults(func=cmd_distil)
 
     p = sub.add_parser("evaluate", help="score a saved student or teacher on a labelled split")
@@ -153,7 +193,7 @@ def cmd_run(a: argparse.Namespace) -> None:
                        teacher_epochs=a.teacher_epochs, teacher_lr=a.teacher_lr, max_length=a.max_length,
                        students=a.students, nods=a.nods, loss=a.loss, glove=a.glove, seed=a.seed, out=a.out,
                        speed=a.speed)
-    results = run(config, progress=not a.quiet)
+    results = run(config, progress=not a.quiet, overwrite=a.overwrite)
     print(format_table(results))
     print(f"\nresults: {config.run_dir() / 'results.json'}")
 
@@ -163,11 +203,15 @@ def cmd_train_teacher(a: argparse.Namespace) -> None:
     from tinydistill.pipeline import RunConfig, load_task
 
     recipe = get_recipe(a.recipe, epochs=a.teacher_epochs, lr=a.teacher_lr, max_length=a.max_length, seed=a.seed)
+    for source in [a.data, a.test, a.teacher, a.data_dir]:  # before hours of training, not after
+        if source and Path(source).exists():  # never write over or around what the teacher is made from
+            check_out(a.out, "teacher", a.overwrite, source=source, inside_ok=True)
+    check_out(a.out, "teacher", a.overwrite)
     task = load_task(RunConfig(data=a.data, data_dir=a.data_dir, test=a.test, text_column=a.text_column,
                                label_column=a.label_column, labeled=a.labeled, seed=a.seed), transfer=False)
     teacher = train_teacher(a.teacher, task.labeled.texts, task.labeled.labels or [], task.labeled.label_names,
                             recipe, progress=not a.quiet, pool=task.transfer)
-    teacher.save(a.out)
+    teacher.save(a.out, overwrite=a.overwrite)
     from tinydistill.cards import stamp, update_provenance
     from tinydistill.data import PAPER_DATASETS
 
@@ -186,19 +230,20 @@ def cmd_label(a: argparse.Namespace) -> None:
     from tinydistill.pipeline import read_transfer
     from tinydistill.teacher import LogitCache, Teacher
 
+    out = Path(a.out)
+    companion = out.with_name(out.stem + ".labels.json")
+    check_out_file(out, a.overwrite, ours=companion.exists())
     if a.data in PAPER_DATASETS:
         texts = load_paper_dataset(a.data, PAPER_DATASETS[a.data].train, a.data_dir).texts
     else:
         texts = read_transfer(a.data, a.text_column)
+    if not texts:
+        raise TinyDistillError(f"{a.data}: no texts to label")
     teacher = Teacher.load(a.teacher_dir)
     logits = teacher.logits(texts, cache=LogitCache(cache_root() / "logits.sqlite"), progress=not a.quiet)
-    out = Path(a.out)
-    tmp = out.with_name(out.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        for text, row in zip(texts, logits):
-            handle.write(json.dumps({"text": text, "logits": [round(float(v), 6) for v in row]}) + "\n")
-    tmp.replace(out)
-    out.with_name(out.stem + ".labels.json").write_text(json.dumps(teacher.label_names))
+    write_atomic(out, (json.dumps({"text": text, "logits": [round(float(v), 6) for v in row]}) + "\n"
+                              for text, row in zip(texts, logits)))
+    write_atomic(companion, json.dumps(teacher.label_names))
     print(json.dumps({"texts": len(texts), "out": str(out), "labels": teacher.label_names}))
 
 
@@ -208,25 +253,44 @@ def cmd_distil(a: argparse.Namespace) -> None:
     from tinydistill.distill import TrainConfig
     from tinydistill.students import Student
 
-    texts, logits = [], []
+    texts: list[str] = []
+    logits: list[list[float]] = []
     path = Path(a.transfer)
-    if not path.exists():
-        raise TinyDistillError(f"{path}: file not found")
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            try:
-                row = json.loads(line)
-                texts.append(row["text"])
-                logits.append(row["logits"])
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise TinyDistillError(f"{path}:{number}: expected {{\"text\": ..., \"logits\": [...]}}") from None
-    labels = json.loads((path.parent / (path.stem + ".labels.json")).read_text()) \
-        if (path.parent / (path.stem + ".labels.json")).exists() else None
+    if not path.is_file():
+        raise TinyDistillError(f"{path}: {'a folder, not a file' if path.is_dir() else 'file not found'}")
+    check_out(a.out, "student", a.overwrite, source=path)
+    try:
+        with path.open(encoding="utf-8-sig") as handle:
+            for number, line in enumerate(handle, 1):
+                try:
+                    row = json.loads(line)
+                    text, values = row["text"], [float(v) for v in row["logits"]]
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeDecodeError):
+                    raise TinyDistillError(f"{path}:{number}: expected {{\"text\": ..., \"logits\": [...]}}") from None
+                if not isinstance(text, str) or len(values) < 2 or (logits and len(values) != len(logits[0])) \
+                        or not all(abs(v) <= 1e6 for v in values):  # also false for NaN
+                    width = len(logits[0]) if logits else "2 or more"
+                    raise TinyDistillError(f"{path}:{number}: expected a text and {width} finite logits, like "
+                                           "the lines before it")
+                texts.append(text)
+                logits.append(values)
+    except UnicodeDecodeError as exc:
+        raise TinyDistillError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    companion = path.parent / (path.stem + ".labels.json")
+    labels = None
+    if companion.exists():
+        try:
+            labels = json.loads(companion.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            labels = None
+        if not isinstance(labels, list) or (logits and len(labels) != len(logits[0])):
+            raise TinyDistillError(f"{companion}: expected a JSON list of {len(logits[0]) if logits else ''} label "
+                                   "names, one per logit")
     student = Student(a.student, train=TrainConfig(loss=a.loss, seed=a.seed)).fit(
         texts, np.asarray(logits, dtype=np.float32), labels, progress=not a.quiet)
     # the teacher is not recorded in the transfer file: the card says what is known
     student.provenance = {"method": "distilled", "data": str(path), "transfer": len(texts), "command": a.command_line}
-    student.save_pretrained(a.out)
+    student.save_pretrained(a.out, overwrite=a.overwrite)
     print(json.dumps({"student": a.out, "params": student.n_parameters(), **student.history_}))
 
 
@@ -387,13 +451,15 @@ def main(argv: list[str] | None = None) -> int:
     except TinyDistillError as exc:
         print(f"tinydistill: error: {exc}", file=sys.stderr)
         return 2
+    except SystemExit as exc:  # --help (0) or a bad option (2, its one line already printed)
+        return exc.code if isinstance(exc.code, int) else 2
     args.command_line = shlex.join(["tinydistill", *(sys.argv[1:] if argv is None else argv)])  # for model cards
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("transformers", "datasets", "httpx", "huggingface_hub", "filelock"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
-        if args.threads:
+        if args.threads is not None:
             import torch
 
             torch.set_num_threads(args.threads)
@@ -404,7 +470,21 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tinydistill: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `tinydistill predict ... | head -1`: the reader has what it wanted
+        _quiet_stdout()
+        return 0
     return 0
+
+
+def _quiet_stdout() -> None:
+    """Point standard output at /dev/null, so that Python's flush at exit does not hit the closed pipe again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # not a real file (captured in tests)
+        pass
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from tinydistill.errors import TinyDistillError
 log = logging.getLogger(__name__)
 
 DATA_ENV = "TINYDISTILL_DATA"
+MAX_FIELD = 1 << 28  # characters in one CSV field
 
 
 @dataclass
@@ -94,8 +95,10 @@ def _read_rows(path: Path) -> tuple[list[str], list[dict]]:
             raise TinyDistillError(f"{path}: not a readable Parquet file ({exc})") from None
         return table.column_names, table.to_pylist()
     opener = gzip.open if path.suffix.lower() == ".gz" else open
+    limit = csv.field_size_limit()
     try:
-        with opener(path, "rt", encoding="utf-8", newline="") as handle:  # type: ignore[operator]
+        # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is dropped, else the first column is "\ufefftext"
+        with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:  # type: ignore[operator]
             if kind in (".jsonl", ".json", ".ndjson"):
                 rows = []
                 for number, row in iter_json_lines(handle, str(path)):
@@ -111,11 +114,19 @@ def _read_rows(path: Path) -> tuple[list[str], list[dict]]:
                 reader = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
             else:
                 reader = csv.DictReader(handle)
-            return list(reader.fieldnames or []), list(reader)
+            csv.field_size_limit(MAX_FIELD)  # the default 128 KB refuses a long review; a whole book still fits
+            try:
+                return list(reader.fieldnames or []), list(reader)
+            except csv.Error as exc:
+                raise TinyDistillError(f"{path}:{reader.line_num}: not valid CSV ({exc})") from None
     except UnicodeDecodeError as exc:
         raise TinyDistillError(f"{path}: byte {exc.start} is not valid UTF-8; re-save the file as UTF-8") from None
     except FileNotFoundError:
         raise TinyDistillError(f"{path}: file not found") from None
+    except (OSError, EOFError) as exc:  # a folder, no permission, a damaged gzip file
+        raise TinyDistillError(f"{path}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
+    finally:
+        csv.field_size_limit(limit)
 
 
 def iter_json_lines(handle: Iterable[str], where: str) -> Iterator[tuple[int, object]]:
@@ -144,6 +155,8 @@ def load_file(
     path = Path(path)
     if not path.exists():
         raise TinyDistillError(f"{path}: file not found")
+    if path.is_dir():
+        raise TinyDistillError(f"{path}: a folder; expected a .csv, .tsv, .jsonl or .parquet file")
     columns, rows = _read_rows(path)
     if not rows:
         raise TinyDistillError(f"{path}: no rows; expected a header and at least one example")
@@ -218,20 +231,27 @@ def load_paper_dataset(name: str, split: str | None = None, data_dir: str | os.P
     if not path.exists():
         available = sorted(p.name.removesuffix(".tsv.gz") for p in base.glob("*.tsv.gz"))
         raise TinyDistillError(f"{path}: split {split!r} not found; available: {available}")
-    names = json.loads((base / "labels.json").read_text())["labels"]
+    try:
+        names = json.loads((base / "labels.json").read_text(encoding="utf-8"))["labels"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise TinyDistillError(f"{base / 'labels.json'}: expected {{\"labels\": [...]}} ({exc})") from None
     texts: list[str] = []
     labels: list[int] = []
-    with gzip.open(path, "rt", encoding="utf-8") as handle:
-        header = handle.readline()
-        if header.rstrip("\n") != "text\tlabel":
-            raise TinyDistillError(f"{path}:1: expected header 'text<TAB>label'")
-        for number, line in enumerate(handle, 2):
-            text, sep, label = line.rstrip("\n").rpartition("\t")
-            if not sep:
-                raise TinyDistillError(f"{path}:{number}: expected 'text<TAB>label'")
-            texts.append(text)
-            if label:
-                labels.append(int(label))
+    number = 1
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as handle:
+            header = handle.readline()
+            if header.rstrip("\n") != "text\tlabel":
+                raise TinyDistillError(f"{path}:1: expected header 'text<TAB>label'")
+            for number, line in enumerate(handle, 2):
+                text, sep, label = line.rstrip("\n").rpartition("\t")
+                if not sep or not (label == "" or label.lstrip("-").isdigit()):
+                    raise TinyDistillError(f"{path}:{number}: expected 'text<TAB>label'")
+                texts.append(text)
+                if label:
+                    labels.append(int(label))
+    except (OSError, EOFError, UnicodeDecodeError) as exc:  # a damaged download
+        raise TinyDistillError(f"{path}:{number}: not a readable gzip file of UTF-8 text ({exc})") from None
     if labels and len(labels) != len(texts):
         raise TinyDistillError(f"{path}: some rows have labels and some do not")
     return Split(texts, labels or None, names, f"{name}/{split}")
@@ -346,6 +366,17 @@ def check_trainable(split: Split) -> None:
     for i, text in enumerate(split.texts):
         if not text.strip():
             raise TinyDistillError(f"{split.source}: example {i} has an empty text")
+
+
+def check_every_class(train: Split, held_out: Split | None = None) -> None:
+    """Refuse training data that lacks a class of its label names (a class too small to hold one example out
+    for testing and keep one for training, typically), naming the class and its count."""
+    present = set(train.labels or [])
+    for k, name in enumerate(train.label_names):
+        if k not in present:
+            where = "" if held_out is None else f" ({sum(1 for y in held_out.labels or [] if y == k)} held out)"
+            raise TinyDistillError(f"{train.source}: no training example of class {name!r}{where}; a class with "
+                                   "one example cannot be both trained on and tested: add examples, or give --test")
 
 
 def align_labels(test: Split, label_names: Sequence[str]) -> Split:

@@ -26,6 +26,7 @@ import numpy as np
 from tinydistill import runtime
 from tinydistill.data import iter_json_lines
 from tinydistill.errors import TinyDistillError
+from tinydistill.folders import check_out_file
 
 INPUT_FORMATS = ("auto", "lines", "csv", "tsv", "jsonl", "parquet")
 OUTPUT_FORMATS = ("jsonl", "csv", "tsv", "parquet")
@@ -33,6 +34,8 @@ OUTPUT_FORMATS = ("jsonl", "csv", "tsv", "parquet")
 
 def register_cli(sub) -> None:
     """Add `export`, `predict` and `serve` to the CLI's sub-parsers."""
+    from tinydistill.cli import SIZE, number
+
     p = sub.add_parser("export", help="write a self-contained student folder: numpy, int8 or onnx",
                        description="Export a student folder, or every student of a run folder, into a folder "
                        "that the torch-free runtime (numpy, int8) or an ONNX runtime (onnx) can run.")
@@ -40,6 +43,8 @@ def register_cli(sub) -> None:
     p.add_argument("--format", default="numpy", choices=["numpy", "int8", "onnx"])
     p.add_argument("--out", help="output folder (default: MODEL-FORMAT, or RUN/export-FORMAT/<student>)")
     p.add_argument("--student", help="with a run folder: export only this student")
+    p.add_argument("--overwrite", action="store_true", help="replace an --out that is not an export of the same "
+                   "kind (default: refuse; an export is never written over or around its source)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("predict", help="label texts from a file or standard input (JSON Lines, CSV, TSV or Parquet "
@@ -51,10 +56,14 @@ def register_cli(sub) -> None:
     p.add_argument("input", nargs="?", default="-", help="input file (default: standard input)")
     p.add_argument("-o", "--output", default="-", help="output file; its extension (.csv, .tsv, .jsonl, .parquet) "
                    "sets the format (default: JSON Lines on standard output)")
-    p.add_argument("--input-format", default="auto", choices=INPUT_FORMATS, help="default: from the extension")
+    p.add_argument("--input-format", default="auto", choices=INPUT_FORMATS,
+                   help="auto: by file extension (.csv, .tsv, .jsonl/.ndjson, .parquet); standard input: JSON Lines "
+                   "if the first line starts with '{', else plain lines")
     p.add_argument("--output-format", choices=OUTPUT_FORMATS, help="default: from the output's extension, else jsonl")
     p.add_argument("--text-column", default="text", help="the column (CSV, TSV, Parquet) or JSON field with the text")
-    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--batch-size", type=SIZE, default=1000)
+    p.add_argument("--max-chars", type=SIZE, default=100_000, help="characters kept per text before tokenising, "
+                   "as serve does (default: %(default)s)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("serve", help="serve a student over HTTP (POST /predict, GET /health, /metadata)",
@@ -63,10 +72,14 @@ def register_cli(sub) -> None:
                        "batches get a 413. OpenAPI at /openapi.json, docs at /docs.")
     p.add_argument("model", help="a student folder (saved or exported) or a Hub repo id")
     p.add_argument("--host", default="127.0.0.1", help="default: loopback only; 0.0.0.0 for every interface")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--max-texts", type=int, default=1000, help="texts per request (default: %(default)s)")
-    p.add_argument("--max-bytes", type=int, default=2 * 1024 * 1024, help="request body (default: %(default)s)")
-    p.add_argument("--max-chars", type=int, default=100_000, help="characters kept per text (default: %(default)s)")
+    p.add_argument("--port", type=number("int", minimum=0, maximum=65535), default=8000)
+    p.add_argument("--max-texts", type=SIZE, default=1000, help="texts per request (default: %(default)s)")
+    p.add_argument("--max-bytes", type=SIZE, default=2 * 1024 * 1024, help="request body (default: %(default)s)")
+    p.add_argument("--max-chars", type=SIZE, default=100_000, help="characters kept per text (default: %(default)s)")
+    p.add_argument("--token", help="require 'Authorization: Bearer TOKEN' on every endpoint but /health (default: "
+                   "$TINYDISTILL_TOKEN; set one when --host is not loopback)")
+    p.add_argument("--idle-timeout", type=number(above=0), default=15.0,
+                   help="close a connection that sends nothing for this many seconds (default: %(default)s)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("push", help="upload a student folder and its model card to the Hugging Face Hub",
@@ -88,13 +101,13 @@ def cmd_export(a: argparse.Namespace) -> None:
     source = Path(a.source)
     is_run = (source / "students").is_dir() and not (source / "config.json").exists()
     default = source / f"export-{a.format}" if is_run else source.with_name(f"{source.name}-{a.format}")
-    written = export(source, a.out or default, a.format, a.student)
+    written = export(source, a.out or default, a.format, a.student, overwrite=a.overwrite)
     print(json.dumps({"format": a.format, "exported": [str(p) for p in written]}))
 
 
 def cmd_predict(a: argparse.Namespace) -> None:
     count = predict_file(a.model, a.input, a.output, a.input_format, a.output_format, a.text_column, a.batch_size,
-                         progress=not a.quiet)
+                         progress=not a.quiet, max_chars=a.max_chars)
     if a.output != "-":
         print(json.dumps({"texts": count, "output": a.output}))
 
@@ -103,7 +116,7 @@ def cmd_serve(a: argparse.Namespace) -> None:
     from tinydistill.serve import Limits, serve
 
     serve(a.model, a.host, a.port, Limits(a.max_texts, a.max_bytes, a.max_chars),
-          log_level="warning" if a.quiet else "info")
+          log_level="warning" if a.quiet else "info", token=a.token, idle_timeout=a.idle_timeout)
 
 
 def cmd_push(a: argparse.Namespace) -> None:
@@ -141,8 +154,12 @@ def read_records(handle: Iterable[str], fmt: str, text_column: str = "text",
         if text_column not in reader.fieldnames:
             raise TinyDistillError(f"{source}:1: no column {text_column!r} (columns: {reader.fieldnames}); "
                                    "use --text-column")
-        for row in reader:
-            yield row[text_column] or "", row
+        csv.field_size_limit(max(csv.field_size_limit(), 1 << 28))  # a long text is cut later, not refused here
+        try:
+            for row in reader:
+                yield row[text_column] or "", row
+        except csv.Error as exc:
+            raise TinyDistillError(f"{source}:{reader.line_num}: not valid CSV ({exc})") from None
     elif fmt == "jsonl":
         for number, record in iter_json_lines(handle, source):
             text = record.get(text_column) if isinstance(record, dict) else record
@@ -230,9 +247,7 @@ class PredictionWriter:
                               lineterminator="\n", extrasaction="ignore", restval="")
 
     def close(self) -> None:
-        """Write what is held back: the header of an empty CSV/TSV, Parquet's rows."""
-        if self.fmt in ("csv", "tsv") and self.columns is None:
-            self.write(np.zeros((0, len(self.labels))), [])
+        """Write what is held back: Parquet's rows (no texts: an empty CSV/TSV/JSON Lines, a Parquet file of no rows)."""
         if self.fmt == "parquet":
             import pyarrow as pa
             import pyarrow.parquet as pq
@@ -243,13 +258,23 @@ class PredictionWriter:
 
 
 def predict_stream(model: runtime.Model, records: Iterator[tuple[str, dict]], writer: PredictionWriter,
-                   batch_size: int = 1000, on_batch=None) -> int:
-    """Predict `records` ((text, fields) pairs) batch by batch, writing each batch when done; the count."""
+                   batch_size: int = 1000, on_batch=None, max_chars: int = 100_000) -> int:
+    """Predict `records` ((text, fields) pairs) batch by batch, writing each batch when done; the count.
+
+    Each text is cut to `max_chars` characters before tokenising (as `serve` does: a student reads at most its
+    max_length tokens anyway, and a 100 MB line would otherwise be tokenised whole). No texts: nothing written.
+    """
     if batch_size < 1:
         raise TinyDistillError(f"--batch-size must be at least 1 (got {batch_size})")
+    if max_chars < 1:
+        raise TinyDistillError(f"--max-chars must be at least 1 (got {max_chars})")
     count = 0
     while batch := list(islice(records, batch_size)):
-        writer.write(model.predict_proba([text for text, _ in batch]), [fields for _, fields in batch])
+        probs = model.predict_proba([text[:max_chars] for text, _ in batch])
+        if not np.isfinite(probs).all():
+            row = count + int(np.flatnonzero(~np.isfinite(probs).all(1))[0]) + 1
+            raise TinyDistillError(f"text {row}: the model gave NaN or infinite scores; its weights are damaged")
+        writer.write(probs, [fields for _, fields in batch])
         if writer.fmt != "parquet":
             writer.out.flush()
         count += len(batch)
@@ -261,12 +286,12 @@ def predict_stream(model: runtime.Model, records: Iterator[tuple[str, dict]], wr
 
 def predict_file(model_dir: str | os.PathLike, input: str = "-", output: str = "-", input_format: str = "auto",
                  output_format: str | None = None, text_column: str = "text", batch_size: int = 1000,
-                 progress: bool = True) -> int:
+                 progress: bool = True, max_chars: int = 100_000) -> int:
     """Label every text of `input` ("-": standard input) into `output` ("-": standard output); returns the count.
 
     Formats come from the file extensions (.csv, .tsv, .jsonl, .parquet; anything else in is one text a line,
     anything else out is JSON Lines) unless given. A file shows a progress bar (by bytes read) on standard
-    error; an output file is written under a temporary name and renamed when complete.
+    error; an output file is written under a temporary name and renamed when complete; its folder must exist.
     """
     model = load_model(model_dir)
     fmt_out = output_format or (guess_format(output) if output != "-" else "jsonl")
@@ -274,17 +299,20 @@ def predict_file(model_dir: str | os.PathLike, input: str = "-", output: str = "
     if fmt_out == "parquet" and output == "-":
         raise TinyDistillError("Parquet output needs a file: -o FILE.parquet")
     source = "<stdin>" if input == "-" else input
+    if input != "-" and Path(input).is_dir():
+        raise TinyDistillError(f"{input}: a folder; expected an input file")
     if input != "-" and not Path(input).is_file():
         raise TinyDistillError(f"{input}: input file not found")
+    target = None if output == "-" else check_out_file(output, overwrite=True, option="-o")
     fmt_in = input_format if input_format != "auto" else ("lines" if input == "-" else guess_format(input))
     handle: TextIO | None = None
+    # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is dropped, not read as part of the first text
     if fmt_in != "parquet":  # text: closed in the finally below
-        handle = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", newline="") if input == "-" \
-            else Path(input).open(encoding="utf-8", newline="")
+        handle = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", newline="") if input == "-" \
+            else Path(input).open(encoding="utf-8-sig", newline="")
     elif input == "-":
         raise TinyDistillError("Parquet input needs a file, not standard input")
-    target = None if output == "-" else Path(output)
-    tmp = None if target is None else target.with_name(target.name + ".tmp")
+    tmp = None if target is None else target.with_name(f".{target.name}.{os.getpid()}.tmp")
     bar = _progress_bar(None if input == "-" or handle is None else os.path.getsize(input), progress)
     binary = fmt_out == "parquet"
     out = sys.stdout if tmp is None else tmp.open("wb") if binary else tmp.open("w", encoding="utf-8", newline="")
@@ -296,11 +324,11 @@ def predict_file(model_dir: str | os.PathLike, input: str = "-", output: str = "
             if input_format == "auto" and input == "-":
                 first = handle.readline()
                 fmt_in = guess_format(input, first)
-                lines = chain([first], handle)
+                lines = chain([first] if first else [], handle)  # empty input: no texts, not one empty text
             records = read_records(lines, fmt_in, text_column, source)
         update = None if bar is None or handle is None else (lambda: bar.update(handle.buffer.tell() - bar.n))
         count = predict_stream(model, records, PredictionWriter(out, fmt_out, model.labels), batch_size,
-                               on_batch=update)
+                               on_batch=update, max_chars=max_chars)
     except BaseException as exc:
         if tmp is not None:
             out.close()

@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from tinydistill.errors import TinyDistillError, check_number
+
 log = logging.getLogger(__name__)
 
 
@@ -38,6 +40,18 @@ class TrainConfig:
     weight_decay: float = 0.0
     seed: int = 0
     threads: int = 1  # tiny matrices gain nothing from more; more threads thrash when the CPU is shared
+
+    def __post_init__(self) -> None:
+        if self.loss not in ("mse", "kl"):
+            raise TinyDistillError(f"loss {self.loss!r}: expected 'mse' or 'kl'")
+        check_number("temperature", self.temperature, above=0)
+        check_number("alpha", self.alpha, minimum=0, maximum=1)
+        check_number("learning rate", self.lr, above=0)
+        check_number("weight decay", self.weight_decay, minimum=0)
+        check_number("val_fraction", self.val_fraction, minimum=0, below=1)
+        for name, low in (("batch_size", 1), ("epochs", 1), ("min_steps", 0), ("max_steps", 1), ("patience", 1),
+                          ("val_max", 0), ("seed", 0), ("threads", 1)):
+            check_number(name, getattr(self, name), "int", minimum=low)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -28,6 +28,7 @@ import numpy as np
 
 from tinydistill import runtime
 from tinydistill.errors import TinyDistillError
+from tinydistill.folders import check_out, hashes, replace_folder, staging
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +37,13 @@ ONNX_OPSET = 17
 ONNX_TOLERANCE = 1e-4  # max |logit difference| between onnxruntime and the numpy runtime
 
 
-def export(source, out: str | os.PathLike, format: str = "numpy", student: str | None = None) -> list[Path]:
+def export(source, out: str | os.PathLike, format: str = "numpy", student: str | None = None,
+           overwrite: bool = False) -> list[Path]:
     """Export `source` into `out`; returns the folders written.
 
     `source` is a `Student`, a student folder (saved or already exported) or a run folder, whose students
-    (`<run>/students/<name>/`) go to `out/<name>/`; `student` picks one of them.
+    (`<run>/students/<name>/`) go to `out/<name>/`; `student` picks one of them. An `out` that exists and is
+    not an export of the same kind (`folders.check_out`) is refused unless `overwrite`.
     """
     if format not in FORMATS:
         raise TinyDistillError(f"unknown export format {format!r}; expected one of {list(FORMATS)}")
@@ -52,18 +55,22 @@ def export(source, out: str | os.PathLike, format: str = "numpy", student: str |
     if (folder / "config.json").exists() or not (folder / "students").is_dir():
         if student is not None:
             raise TinyDistillError(f"{folder}: --student needs a run folder (one with students/)")
-        return [export_folder(folder, out, format)]
-    names = sorted(p.name for p in (folder / "students").iterdir() if (p / "config.json").exists())
+        return [export_folder(folder, out, format, overwrite)]
+    check_out(out, "exports", overwrite, source=folder, inside_ok=True)  # RUN/export-FORMAT is the default
+    names = sorted(p.name for p in (folder / "students").iterdir()
+                   if (p / "config.json").exists() and not p.name.startswith("."))
     if student is not None:
         if student not in names:
             raise TinyDistillError(f"{folder / 'students'}: no student {student!r}; found {names}")
         names = [student]
     if not names:
         raise TinyDistillError(f"{folder / 'students'}: no student folders (with config.json) to export")
-    return [export_folder(folder / "students" / name, out / name, format) for name in names]
+    for name in names:  # every refusal before the first write
+        check_out(out / name, "student", overwrite, source=folder / "students" / name)
+    return [export_folder(folder / "students" / name, out / name, format, overwrite) for name in names]
 
 
-def export_folder(folder: Path, out: Path, format: str) -> Path:
+def export_folder(folder: Path, out: Path, format: str, overwrite: bool = False) -> Path:
     """Export one student folder; everything is checked by loading it with the runtime first."""
     from safetensors.numpy import save_file
 
@@ -71,17 +78,14 @@ def export_folder(folder: Path, out: Path, format: str) -> Path:
     from tinydistill.cards import write_card
 
     folder, out = Path(folder), Path(out)
-    if out.resolve() == folder.resolve():
-        raise TinyDistillError(f"{out}: the export would replace its own source; choose another --out")
+    check_out(out, "student", overwrite, source=folder)
     model = runtime.load(folder)  # validates config, vocabulary and weights
     meta = runtime.read_config(folder)
     weights = runtime.load_weights(folder / runtime.WEIGHTS)
-    tmp = out.with_name(out.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    tmp = staging(out)
     try:
-        meta["export"] = {"format": format, "source": str(folder), "tinydistill": __version__}
+        # no file-system path: /metadata shows this entry, and where a model was built is nobody's business
+        meta["export"] = {"format": format, "source": folder.name, "tinydistill": __version__}
         if format == "int8":
             meta["export"]["quantization"] = "int8, symmetric, one float32 scale per output row (name.scale)"
             tensors = quantize_int8(weights)
@@ -90,6 +94,7 @@ def export_folder(folder: Path, out: Path, format: str) -> Path:
         save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp / runtime.WEIGHTS),
                   metadata={"format": "np"})
         shutil.copyfile(folder / "vocab.txt", tmp / "vocab.txt")
+        meta["sha256"] = hashes(tmp, [runtime.WEIGHTS])
         if format == "onnx":
             meta["export"]["onnx"] = {"file": "model.onnx", "inputs": {"ids": "int64 [batch, tokens], 0 = [PAD]",
                                       "lengths": "int64 [batch]"}, "outputs": {"logits": "float32 [batch, classes]"},
@@ -103,8 +108,7 @@ def export_folder(folder: Path, out: Path, format: str) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    out.parent.mkdir(parents=True, exist_ok=True)
-    runtime.replace_folder(tmp, out)
+    replace_folder(tmp, out)
     log.info("exported %s (%s) to %s", folder, format, out)
     return out
 

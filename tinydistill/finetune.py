@@ -14,6 +14,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,8 +22,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from tinydistill.bases import resolve_teacher
-from tinydistill.errors import TinyDistillError
-from tinydistill.teacher import Classifier, Teacher
+from tinydistill.errors import TinyDistillError, check_number
+from tinydistill.teacher import Classifier, Teacher, check_tokenizer_files
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,27 @@ class Recipe:
     contrastive: int = 0  # steps of a contrastive (SetFit-style) stage on the encoder; then only the head is fit
     seed: int = 0
     threads: int | None = None  # torch intra-op threads while training (None: torch's default, all cores)
+
+    def __post_init__(self) -> None:
+        check_number("teacher epochs", self.epochs, minimum=0)
+        check_number("teacher learning rate", self.lr, above=0)
+        check_number("head learning rate", self.head_lr, above=0, optional=True)
+        check_number("teacher batch size", self.batch_size, "int", minimum=1)
+        if not isinstance(self.max_length, int) or isinstance(self.max_length, bool) or self.max_length < 2:
+            raise TinyDistillError(f"max length {self.max_length}: expected at least 2 tokens a text "
+                                   "(the encoder's start and end markers take two)")
+        check_number("warmup", self.warmup, minimum=0, below=1)
+        check_number("weight decay", self.weight_decay, minimum=0)
+        check_number("val_fraction", self.val_fraction, minimum=0, below=1)
+        for name in ("min_steps", "self_train", "contrastive", "seed"):
+            check_number(name, getattr(self, name), "int", minimum=0)
+        for name in ("patience", "members"):
+            check_number(name, getattr(self, name), "int", minimum=1)
+        check_number("threads", self.threads, "int", minimum=1, optional=True)
+        if self.pooling not in ("cls", "mean"):
+            raise TinyDistillError(f"pooling {self.pooling!r}: expected 'cls' or 'mean'")
+        if self.epochs == 0 and self.min_steps == 0 and self.contrastive == 0:
+            raise TinyDistillError("teacher epochs 0 with no min_steps: the teacher would not train at all")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -88,9 +110,6 @@ DEFAULT_RECIPE = "strong"
 def get_recipe(name: str, **overrides) -> Recipe:
     if name not in RECIPES:
         raise TinyDistillError(f"unknown recipe {name!r}; expected one of {sorted(RECIPES)}")
-    if overrides.get("max_length") is not None and overrides["max_length"] < 2:
-        raise TinyDistillError(f"max length {overrides['max_length']}: expected at least 2 tokens a text "
-                               "(the encoder's start and end markers take two)")
     return replace(RECIPES[name], **{k: v for k, v in overrides.items() if v is not None})
 
 
@@ -179,11 +198,12 @@ def _train(base: str, texts: Sequence[str], labels: Sequence[int], label_names: 
 
     _set_seed(recipe.seed)
     path = resolve_teacher(base)
+    check_tokenizer_files(Path(path))
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         encoder = AutoModel.from_pretrained(path)
-    except OSError as exc:
-        first = str(exc).strip().splitlines()[0]
+    except (OSError, ValueError, KeyError) as exc:  # no such folder or id, no tokenizer, an unknown model type
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise TinyDistillError(f"teacher {base!r}: could not load ({first})") from None
     model = Classifier(encoder, len(label_names), recipe.pooling)
     teacher = Teacher(model, tokenizer, label_names, recipe.max_length, {"base": base, "recipe": recipe.to_info()})

@@ -21,9 +21,10 @@ import numpy as np
 from tinydistill import data as data_mod
 from tinydistill.bases import cache_root, default_teacher
 from tinydistill.distill import TrainConfig
-from tinydistill.errors import TinyDistillError
+from tinydistill.errors import TinyDistillError, check_number
 from tinydistill.evaluate import headline, latency, scores, throughput
 from tinydistill.finetune import Recipe, get_recipe, self_train, train_teacher
+from tinydistill.folders import RUN_MARKER, check_out, locked, write_atomic
 from tinydistill.students import ARCHITECTURES, Student
 from tinydistill.teacher import LogitCache, Teacher
 
@@ -54,6 +55,19 @@ class RunConfig:
     seed: int = 0
     out: str = "runs/{data}-{labeled}-s{seed}"
     speed: bool = True  # measure throughput and latency
+
+    def __post_init__(self) -> None:
+        # sizes are sizes: 0 is an error, never "not given" (that is None)
+        for name in ("labeled", "transfer_size", "test_size"):
+            check_number(name, getattr(self, name), "int", minimum=1, optional=True)
+        check_number("teacher_epochs", self.teacher_epochs, above=0, optional=True)
+        check_number("teacher_lr", self.teacher_lr, above=0, optional=True)
+        check_number("max_length", self.max_length, "int", minimum=2, optional=True)
+        check_number("seed", self.seed, "int", minimum=0)
+        if not self.students:
+            raise TinyDistillError("students: expected at least one of cbow, bilstm, cnn")
+        if self.loss not in ("mse", "kl"):
+            raise TinyDistillError(f"loss {self.loss!r}: expected 'mse' or 'kl'")
 
     def run_dir(self) -> Path:
         name = Path(self.data).stem if os.sep in self.data or "." in self.data else self.data.replace("/", "_")
@@ -87,7 +101,7 @@ def load_task(c: RunConfig, transfer: bool = True) -> Task:
                                                                                      c.data_dir))
         extra = [t for s in spec.unlabeled if transfer
                  for t in data_mod.load_paper_dataset(c.data, s, c.data_dir).texts]
-        metric, size = spec.metric, c.labeled or spec.labeled
+        metric, size = spec.metric, spec.labeled if c.labeled is None else c.labeled
     else:
         train = data_mod.load(c.data, "train", c.data_dir, c.text_column, c.label_column)
         if c.test:
@@ -99,17 +113,18 @@ def load_task(c: RunConfig, transfer: bool = True) -> Task:
             test, train = data_mod.stratified_sample(train, max(len(train) // 5, len(set(train.labels))), c.seed)
             log.info("no --test given: holding out %d of %s for testing", len(test), train.source)
         extra, metric = [], "f1"
-        size = c.labeled or len(train)
+        size = len(train) if c.labeled is None else c.labeled
     data_mod.check_trainable(train)
+    data_mod.check_every_class(train)
     test = data_mod.align_labels(test, train.label_names)
-    if c.test_size and c.test_size < len(test):
+    if c.test_size is not None and c.test_size < len(test):
         test = data_mod.stratified_sample(test, c.test_size, 0)[0]
     labeled = train if size == len(train) else data_mod.stratified_sample(train, size, c.seed)[0]
     data_mod.check_trainable(labeled)
     texts = list(train.texts) + extra
     for source in c.transfer if transfer else ():
         texts += read_transfer(source, c.text_column)
-    if c.transfer_size and c.transfer_size < len(texts):
+    if c.transfer_size is not None and c.transfer_size < len(texts):
         keep = np.sort(np.random.default_rng(c.seed).choice(len(texts), c.transfer_size, replace=False))
         texts = [texts[i] for i in keep]
     texts = [t for t in texts if t.strip()]
@@ -126,12 +141,20 @@ def read_transfer(source: str, text_column: str = "text") -> list[str]:
         from tinydistill.pools import read_pool
 
         return read_pool(path)
+    if not path.exists():
+        raise TinyDistillError(f"{path}: transfer file not found")
     if path.name.endswith((".txt", ".txt.gz")):  # plain text: one text a line
         import gzip
 
         opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rt", encoding="utf-8") as handle:  # type: ignore[operator]
-            return [line.rstrip("\n") for line in handle if line.strip()]
+        try:
+            with opener(path, "rt", encoding="utf-8") as handle:  # type: ignore[operator]
+                return [line.rstrip("\n") for line in handle if line.strip()]
+        except UnicodeDecodeError as exc:
+            raise TinyDistillError(f"{path}: not UTF-8 text (byte {exc.start}); re-save it as UTF-8") from None
+        except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+            raise TinyDistillError(f"{path}: not a readable {'gzip' if path.suffix == '.gz' else 'text'} file "
+                                   f"({exc})") from None
     return data_mod.load_file(path, text_column=text_column, label_column=None).texts
 
 
@@ -162,11 +185,18 @@ def get_teacher(c: RunConfig, task: Task, folder: Path, progress: bool = True) -
 
 
 def _saved_teacher(place: Path, key: str) -> Teacher | None:
-    """The teacher saved in `place` under `key`, if any; its teacher.json is read before any weights."""
+    """The teacher saved in `place` under `key`, if any; its teacher.json is read before any weights.
+
+    A copy that does not load (corrupt weights, a missing part) is skipped with a warning: the caller then
+    takes another copy or trains again, and the bad one is replaced."""
     meta = place / "teacher.json"
-    if meta.exists() and json.loads(meta.read_text()).get("key") == key:
+    try:
+        if not meta.exists() or json.loads(meta.read_text()).get("key") != key:
+            return None
         return Teacher.load(place)
-    return None
+    except (TinyDistillError, ValueError, AttributeError) as exc:
+        log.warning("teacher: ignoring the copy in %s (%s)", place, exc)
+        return None
 
 
 def _teacher_key(base: str, recipe: Recipe, task: Task) -> str:
@@ -215,25 +245,41 @@ def word_vectors(use: bool):
 
 
 def get_student(name: str, folder: Path, key: str, fit) -> Student:
-    """Load a student saved under the same key, else train it with `fit()` and save it."""
+    """Load a student saved under the same key, else train it with `fit()` and save it.
+
+    A saved student that does not load (corrupt weights) is trained again, with a warning."""
     marker = folder / "train.json"
-    if marker.exists() and json.loads(marker.read_text()).get("key") == key:
-        return Student.from_pretrained(folder)
+    try:
+        if marker.exists() and json.loads(marker.read_text()).get("key") == key:
+            return Student.from_pretrained(folder)
+    except (TinyDistillError, ValueError, AttributeError) as exc:
+        log.warning("%s: training it again (%s)", name, exc)
     student = fit()
     student.save_pretrained(folder)
-    (folder / "train.json").write_text(json.dumps({"key": key, "history": student.history_}, indent=2))
+    write_atomic(folder / "train.json", json.dumps({"key": key, "history": student.history_}, indent=2))
     return student
 
 
-def run(c: RunConfig, progress: bool = True) -> dict:
-    """Run every stage and return the results (also written to `<run>/results.json` and `results.md`)."""
+def run(c: RunConfig, progress: bool = True, overwrite: bool = False) -> dict:
+    """Run every stage and return the results (also written to `<run>/results.json` and `results.md`).
+
+    The run folder is refused when it exists and is not a run folder (unless `overwrite`); two runs on one
+    folder take turns (a lock file), the second reusing what the first wrote."""
     for s in c.students:
         if s not in ARCHITECTURES:
             raise TinyDistillError(f"unknown student {s!r}; expected some of {sorted(ARCHITECTURES)}")
-    started = time.time()
+    check_out(c.run_dir(), "run", overwrite)
     task = load_task(c)
     run_dir = c.run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / RUN_MARKER).exists():  # first, so that a run killed at once still left a run folder
+        write_atomic(run_dir / RUN_MARKER, json.dumps({"format": "tinydistill-run", "version": 1}))
+    with locked(run_dir):
+        return _run(c, task, run_dir, progress)
+
+
+def _run(c: RunConfig, task: Task, run_dir: Path, progress: bool) -> dict:
+    started = time.time()
     write_json(run_dir / "config.resolved.json", asdict(c))  # what `run --config` reads back
     log.info("data: %d labelled, %d transfer, %d test (%s)", len(task.labeled), len(task.transfer),
              len(task.test), task.test.source)
@@ -278,7 +324,7 @@ def run(c: RunConfig, progress: bool = True) -> dict:
         "test_split": task.test.source, "rows": rows, "seconds": round(time.time() - started, 1)}
     results["command"] = command_line(c)
     write_json(run_dir / "results.json", results)
-    (run_dir / "results.md").write_text(format_table(results) + "\n")
+    write_atomic(run_dir / "results.md", format_table(results) + "\n")
     record_provenance(c, task, results, run_dir, list(models))
     return results
 
@@ -365,9 +411,7 @@ def one_blas_thread():
 
 
 def write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=float))
-    tmp.replace(path)
+    write_atomic(path, json.dumps(obj, indent=2, default=float))
 
 
 def format_table(results: dict) -> str:

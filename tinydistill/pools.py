@@ -60,13 +60,41 @@ def _stream(maker, count: int, n: int, seed: int, start: tuple[int, int, int], s
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(path.name + ".tmp")  # one writer per pool: a fixed name, so a resume overwrites leftovers
     tmp.write_bytes(data)
     os.replace(tmp, path)  # a kill leaves the old file or the new one, never half of one
 
 
 def _read_shard(path: Path) -> list[str]:
-    return gzip.decompress(path.read_bytes()).decode().split("\n")[:-1]
+    """The lines of one gzip shard; a missing, truncated or non-gzip shard is a one-line error naming it."""
+    try:
+        return gzip.decompress(path.read_bytes()).decode("utf-8").split("\n")[:-1]
+    except FileNotFoundError:
+        raise TinyDistillError(f"{path}: shard missing (listed in manifest.json)") from None
+    except (OSError, EOFError, UnicodeDecodeError, ValueError) as exc:
+        raise TinyDistillError(f"{path}: not a readable gzip shard of UTF-8 text ({exc})") from None
+
+
+def _shard_path(out: Path, shard: object) -> Path:
+    """The file a manifest entry names, which must be a plain file name inside the pool folder."""
+    name = shard.get("file") if isinstance(shard, dict) else None
+    if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+        raise TinyDistillError(f"{out / 'manifest.json'}: shard entry {shard!r} must name a file inside the pool")
+    return out / name
+
+
+def _read_manifest(out: Path) -> dict:
+    path = out / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise TinyDistillError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list) \
+            or not isinstance(manifest.get("settings"), dict):
+        raise TinyDistillError(f"{path}: not a tinydistill pool manifest (expected 'settings' and 'shards')")
+    for shard in manifest["shards"]:
+        _shard_path(out, shard)
+    return manifest
 
 
 def write_pool(sentences: Sequence[str], out_dir: str | os.PathLike, size: int, method: str = "glove",
@@ -83,6 +111,8 @@ def write_pool(sentences: Sequence[str], out_dir: str | os.PathLike, size: int, 
     if size <= 0 or shard_size <= 0:
         raise TinyDistillError(f"pool size and shard size must be positive, got {size} and {shard_size}")
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise TinyDistillError(f"{out}: a file; the pool needs a folder")
     maker = variant_maker(sentences, method, p, k, neighbours, mlm, tagger, tang, progress)
     settings = {"method": method, "n": n, "p": p, "k": k, "seed": seed, "size": size,
                 "shard_size": shard_size, "tang": asdict(tang), "sentences": _digest("\n".join(sentences)),
@@ -92,7 +122,7 @@ def write_pool(sentences: Sequence[str], out_dir: str | os.PathLike, size: int, 
     manifest: dict[str, Any] = {"format": "tinydistill-pool", "version": 1, "settings": settings,
                                 "shards": [], "complete": False}
     if manifest_path.exists():
-        old = json.loads(manifest_path.read_text())
+        old = _read_manifest(out)
         changed = sorted(key for key in settings if old["settings"].get(key) != settings[key])
         if changed:
             raise TinyDistillError(f"{out} holds a pool made with other settings ({', '.join(changed)} "
@@ -103,7 +133,7 @@ def write_pool(sentences: Sequence[str], out_dir: str | os.PathLike, size: int, 
     if manifest["complete"]:
         return out
     out.mkdir(parents=True, exist_ok=True)
-    seen = {_key(line) for shard in shards for line in _read_shard(out / shard["file"])}
+    seen = {_key(line) for shard in shards for line in _read_shard(_shard_path(out, shard))}
     r, i, j = shards[-1]["cursor"] if shards else (0, 0, 0)
     start = cursor = (r, i, j)
     buffer: list[str] = []
@@ -139,10 +169,10 @@ def read_pool(out_dir: str | os.PathLike) -> list[str]:
     out = Path(out_dir)
     if not (out / "manifest.json").exists():
         raise TinyDistillError(f"{out}: not an augmentation pool (no manifest.json)")
-    manifest = json.loads((out / "manifest.json").read_text())
-    if not manifest["complete"]:
+    manifest = _read_manifest(out)
+    if not manifest.get("complete"):
         raise TinyDistillError(f"{out}: the pool is unfinished; run the same augment command again to end it")
-    return [line for shard in manifest["shards"] for line in _read_shard(out / shard["file"])]
+    return [line for shard in manifest["shards"] for line in _read_shard(_shard_path(out, shard))]
 
 
 def augment_command(data: str, split: str, size: int, out: str, method: str = "glove", n: int = 20,
@@ -178,6 +208,8 @@ def augment_command(data: str, split: str, size: int, out: str, method: str = "g
 
 def register_cli(sub) -> None:
     """The ``augment`` sub-command (called by tinydistill.cli)."""
+    from tinydistill.cli import SEED, SIZE, number
+
     p = sub.add_parser("augment", help="grow a transfer set by augmentation (sharded, resumable pool)",
                        description="Make N variants of each sentence (TinyBERT word replacement from GloVe "
                        "neighbours or a masked LM, or Tang et al.'s mask/POS/n-gram operations), streamed to "
@@ -186,13 +218,14 @@ def register_cli(sub) -> None:
     p.add_argument("--data", required=True, help="paper dataset name, or a text file with one sentence a line")
     p.add_argument("--split", default="train", help="split of a paper dataset (default: %(default)s)")
     p.add_argument("--data-dir", help="folder laid out like shared/data (default: $TINYDISTILL_DATA)")
-    p.add_argument("--size", type=int, default=1_000_000, help="sentences in the pool (default: %(default)s)")
+    p.add_argument("--size", type=SIZE, default=1_000_000, help="sentences in the pool (default: %(default)s)")
     p.add_argument("--out", required=True, help="pool folder")
     p.add_argument("--method", default="glove", choices=METHODS, help="candidate source (default: %(default)s)")
     p.add_argument("--mlm", help="masked LM name or folder for --method mlm (e.g. bert-base-uncased)")
-    p.add_argument("-n", type=int, default=20, help="variants per sentence per round (default: %(default)s)")
-    p.add_argument("-p", type=float, default=0.4, help="replacement probability per word (default: %(default)s)")
-    p.add_argument("-k", type=int, default=15, help="candidates per word (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-n", type=SIZE, default=20, help="variants per sentence per round (default: %(default)s)")
+    p.add_argument("-p", type=number(above=0, maximum=1), default=0.4,
+                   help="replacement probability per word (default: %(default)s)")
+    p.add_argument("-k", type=SIZE, default=15, help="candidates per word (default: %(default)s)")
+    p.add_argument("--seed", type=SEED, default=0)
     p.set_defaults(func=lambda a: print(augment_command(a.data, a.split, a.size, a.out, a.method, a.n, a.p, a.k,
                                                         a.seed, a.data_dir, a.mlm)))

@@ -8,15 +8,14 @@
 The three students are re-implemented on whole batches: CBoW gathers and averages, the BiLSTM runs every
 sequence of a batch in lockstep in PyTorch's packed layout, the CNN sums per-word lookup tables. Outputs match
 the torch modules within float32 rounding.
-This module also owns the student folder format (`FORMAT`, `read_config`, `replace_folder`), so that reading
-a folder needs no torch; `tinydistill.students` imports them from here.
+This module also reads the student folder format (`FORMAT`, `read_config`; writing rules and hashes are in
+`tinydistill.folders`), so that reading a folder needs no torch; `tinydistill.students` imports them from here.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Sequence
 from itertools import chain, repeat
 from pathlib import Path
@@ -25,9 +24,10 @@ import numpy as np
 
 from tinydistill import words
 from tinydistill.errors import TinyDistillError
+from tinydistill.folders import STUDENT_FORMAT, check_hashes, replace_folder
 from tinydistill.words import Vocabulary
 
-FORMAT = "tinydistill-student"
+FORMAT = STUDENT_FORMAT
 MODEL_TYPES = ("cbow", "bilstm", "cnn")
 WEIGHTS = "model.safetensors"
 SCALE = ".scale"  # int8 exports store `name` as int8 and `name + SCALE` as one float32 scale per output row
@@ -55,19 +55,37 @@ def read_config(folder: Path) -> dict:
         raise TinyDistillError(f"{path}: unknown model_type {meta.get('model_type')!r}")
     if not isinstance(meta.get("config"), dict) or not isinstance(meta.get("labels"), list):
         raise TinyDistillError(f"{path}: expected a 'config' object and a 'labels' list")
+    _check_settings(meta["config"], path, "")
+    tokenizer = meta.get("tokenizer")
+    if tokenizer is not None:
+        if not isinstance(tokenizer, dict):
+            raise TinyDistillError(f"{path}: 'tokenizer' must be an object")
+        _check_settings(tokenizer, path, "tokenizer ")
+        if not isinstance(tokenizer.get("lowercase", True), bool):
+            raise TinyDistillError(f"{path}: tokenizer lowercase is {tokenizer['lowercase']!r}; expected true or false")
     return meta
 
 
-def replace_folder(tmp: Path, folder: Path) -> None:
-    """Swap a fully written temp folder into place, so readers never see half a model."""
-    old = folder.with_name(folder.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
-    if folder.exists():
-        folder.rename(old)
-    tmp.rename(folder)
-    if old.exists():
-        shutil.rmtree(old)
+# settings that size arrays, each a whole number in range: a damaged or hostile config.json is then a one-line
+# error, not a terabyte allocation (the weights' shapes are checked against them before anything is built)
+SIZE_LIMITS = {"vocab_size": 10_000_000, "embed_dim": 65_536, "hidden_dim": 65_536, "num_layers": 64,
+               "filters": 65_536, "n_classes": 100_000, "max_length": 10_000_000}
+
+
+def _check_settings(settings: dict, path: Path, what: str) -> None:
+    for name, limit in SIZE_LIMITS.items():
+        if name in settings:
+            value = settings[name]
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
+                raise TinyDistillError(f"{path}: {what}{name} is {value!r}; expected a whole number from 1 to "
+                                       f"{limit:,}")
+    windows = settings.get("windows")
+    if windows is not None and (not isinstance(windows, list | tuple) or not windows or any(
+            isinstance(w, bool) or not isinstance(w, int) or not 1 <= w <= 64 for w in windows)):
+        raise TinyDistillError(f"{path}: {what}windows is {windows!r}; expected a list of widths from 1 to 64")
+    dropout = settings.get("dropout")
+    if dropout is not None and (not isinstance(dropout, int | float) or not 0 <= dropout < 1):
+        raise TinyDistillError(f"{path}: {what}dropout is {dropout!r}; expected a number from 0 to below 1")
 
 
 def load_weights(path: Path) -> dict[str, np.ndarray]:
@@ -83,13 +101,7 @@ def load_weights(path: Path) -> dict[str, np.ndarray]:
     try:
         raw = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
-        with path.open("rb") as handle:
-            head = handle.read(2)
-        if head[:1] == b"\x80" or head == b"PK":  # a pickle's PROTO opcode, or the zip that torch.save writes
-            raise TinyDistillError(f"{path}: a pickle or torch.save file, not safetensors; it is never "
-                                   "unpickled") from None
-        first = (str(exc).strip().splitlines() or ["unreadable"])[0]
-        raise TinyDistillError(f"{path}: not a valid safetensors file ({first})") from None
+        raise TinyDistillError(why_unreadable(path, exc)) from None
     out: dict[str, np.ndarray] = {}
     for name, value in raw.items():
         if name.endswith(SCALE):
@@ -100,7 +112,38 @@ def load_weights(path: Path) -> dict[str, np.ndarray]:
                 raise TinyDistillError(f"{path}: int8 tensor {name!r} has no matching {name + SCALE!r}")
             value = value.astype(np.float32) * scale.astype(np.float32).reshape((-1,) + (1,) * (value.ndim - 1))
         out[name] = np.asarray(value, dtype=np.float32)
+        if not np.isfinite(out[name]).all():
+            raise TinyDistillError(f"{path}: tensor {name!r} holds NaN or infinite values; the weights are corrupt")
     return out
+
+
+def why_unreadable(path: Path, exc: Exception) -> str:
+    """A one-line reason a weights file does not load: truncated, a pickle, or otherwise not safetensors."""
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        head = handle.read(9)
+    header = int.from_bytes(head[:8], "little") if len(head) >= 8 else None
+    if header is not None and head[8:9] == b"{" and 8 + header > size:
+        return f"{path}: truncated: its header says {header:,} bytes but the file has {size:,}"
+    if header is not None and head[8:9] == b"{":
+        try:
+            with path.open("rb") as handle:
+                handle.seek(8)
+                entries = json.loads(handle.read(header))
+            need = 8 + header + max((e["data_offsets"][1] for k, e in entries.items() if k != "__metadata__"),
+                                    default=0)
+        except (ValueError, KeyError, TypeError, IndexError):
+            need = 0
+        if need > size:
+            return f"{path}: truncated: its tensors need {need:,} bytes but the file has {size:,}"
+        return f"{path}: a corrupt safetensors file ({_first_line(exc)})"
+    if head[:1] == b"\x80" or head[:2] == b"PK":  # a pickle's PROTO opcode, or the zip that torch.save writes
+        return f"{path}: a pickle or torch.save file, not safetensors; it is never unpickled"
+    return f"{path}: not a valid safetensors file ({_first_line(exc)})"
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or ["unreadable"])[0]
 
 
 # ---------------------------------------------------------------------------------------------- tokens
@@ -372,9 +415,11 @@ class Model:
 
     def metadata(self) -> dict:
         """What a client needs to know: type, labels, sizes, tokenizer settings, export format, provenance."""
+        export = dict(self.meta.get("export", {"format": "student"}))
+        if "source" in export:  # older exports recorded the absolute path they came from: show its name only
+            export["source"] = Path(str(export["source"])).name
         return {"model_type": self.model_type, "labels": self.labels, "config": self.config,
-                "tokenizer": self.vocab.config_dict(), "vocab_size": len(self.vocab),
-                "export": self.meta.get("export", {"format": "student"}),
+                "tokenizer": self.vocab.config_dict(), "vocab_size": len(self.vocab), "export": export,
                 "provenance": self.meta.get("provenance", {})}
 
 
@@ -422,6 +467,7 @@ def load(folder: str | os.PathLike) -> Model:
         forward = FORWARDS[meta["model_type"]](weights, config, weights_path)
     except (KeyError, TypeError) as exc:
         raise TinyDistillError(f"{config_path}: missing or bad {meta['model_type']} setting ({exc})") from None
+    check_hashes(folder, meta.get("sha256"), config_path)  # last: a truncated or misshapen file says so first
     return Model(meta["model_type"], config, labels, vocab, forward, meta)
 
 

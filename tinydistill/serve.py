@@ -16,9 +16,12 @@ text anyway, so the cut only bounds the tokenizer's work (it matters only for te
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 from dataclasses import asdict, dataclass
+
+import numpy as np
 
 from tinydistill import __version__, runtime
 from tinydistill.errors import TinyDistillError
@@ -69,6 +72,23 @@ class Predictions(BaseModel):
     predictions: list[Prediction] = Field(description="one prediction per text, in order")
 
 
+class _BearerToken:
+    """Refuses requests without `Authorization: Bearer <token>` (401), except GET /health (liveness probes)."""
+
+    def __init__(self, app, token: str):
+        self.app = app
+        self.expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["path"] == "/health":
+            return await self.app(scope, receive, send)
+        given = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+        if not hmac.compare_digest(given, self.expected):
+            return await JSONResponse({"error": "missing or wrong bearer token (Authorization: Bearer ...)"},
+                                      status_code=401, headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
 class _BodyLimit:
     """Refuses request bodies over `max_bytes`: at once when Content-Length says so, else while reading.
 
@@ -100,14 +120,17 @@ class _BodyLimit:
         await self.app(scope, limited, send)
 
 
-def create_app(model: runtime.Model, limits: Limits | None = None) -> FastAPI:
-    """The FastAPI app serving `model`; `limits` default to `Limits()`."""
+def create_app(model: runtime.Model, limits: Limits | None = None, token: str | None = None) -> FastAPI:
+    """The FastAPI app serving `model`; `limits` default to `Limits()`; with `token`, every endpoint but
+    /health needs `Authorization: Bearer <token>`."""
     limits = limits or Limits()
     app = FastAPI(title="tinydistill", version=__version__,
                   description=f"Text classification by a tinydistill {model.model_type} student "
                   f"(labels: {', '.join(model.labels)}). Limits: {limits.max_texts} texts and {limits.max_bytes} "
                   f"bytes per request; texts longer than {limits.max_chars} characters are cut.")
     app.add_middleware(_BodyLimit, max_bytes=limits.max_bytes)
+    if token:
+        app.add_middleware(_BearerToken, token=token)  # added last: runs first, before the body is read
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -128,7 +151,10 @@ def create_app(model: runtime.Model, limits: Limits | None = None) -> FastAPI:
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
     def answer(texts: list[str]) -> list[Prediction]:
-        probs = model.predict_proba([t[:limits.max_chars] for t in texts]).tolist()
+        scores = model.predict_proba([t[:limits.max_chars] for t in texts])
+        if not np.isfinite(scores).all():  # a damaged model; JSON has no NaN, and a null is no answer
+            raise HTTPException(500, "the model gave NaN or infinite scores; its weights are damaged")
+        probs = scores.tolist()
         best = [max(range(len(p)), key=p.__getitem__) for p in probs]
         return [Prediction(label=model.labels[b], probabilities=dict(zip(model.labels, p, strict=True)))
                 for b, p in zip(best, probs, strict=True)]
@@ -165,14 +191,66 @@ def create_app(model: runtime.Model, limits: Limits | None = None) -> FastAPI:
     return app
 
 
+def idle_timeout_protocol(seconds: float):
+    """uvicorn's HTTP protocol (httptools, else h11), closing a connection that sends nothing for `seconds`
+    while no request of it is being answered.
+
+    uvicorn times out only the wait between two requests (`timeout_keep_alive`): a client that connects and
+    sends nothing, or half a request, holds its connection (and a file descriptor) for ever otherwise.
+    """
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as Base
+    except ImportError:
+        from uvicorn.protocols.http.h11_impl import H11Protocol as Base  # type: ignore[assignment]
+
+    class IdleTimeout(Base):  # type: ignore[valid-type, misc]
+        def connection_made(self, transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._idle = self.loop.call_later(seconds, self._idle_check)
+
+        def data_received(self, data: bytes) -> None:
+            self._idle.cancel()
+            super().data_received(data)
+            self._idle = self.loop.call_later(seconds, self._idle_check)
+
+        def connection_lost(self, exc) -> None:
+            self._idle.cancel()
+            super().connection_lost(exc)
+
+        def _idle_check(self) -> None:
+            cycle = getattr(self, "cycle", None)
+            busy = cycle is not None and not cycle.response_complete and not getattr(cycle, "more_body", False)
+            if busy:  # the app is working on a whole request: its answer is on the way
+                self._idle = self.loop.call_later(seconds, self._idle_check)
+            elif not self.transport.is_closing():
+                self.transport.close()
+
+    return IdleTimeout
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+TOKEN_ENV = "TINYDISTILL_TOKEN"
+
+
 def serve(model_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None,
-          log_level: str = "info") -> None:
-    """Load the student in `model_dir` and serve it with uvicorn until interrupted."""
+          log_level: str = "info", token: str | None = None, idle_timeout: float = 15.0) -> None:
+    """Load the student in `model_dir` and serve it with uvicorn until interrupted.
+
+    `token` (else $TINYDISTILL_TOKEN) makes every endpoint but /health require `Authorization: Bearer <token>`;
+    binding beyond loopback without one logs a warning. A connection idle for `idle_timeout` seconds is closed.
+    """
     try:
         import uvicorn
     except ImportError:
         raise TinyDistillError("serving needs fastapi and uvicorn: pip install 'tinydistill[serve]'") from None
+    token = token or os.environ.get(TOKEN_ENV) or None
+    if idle_timeout <= 0:
+        raise TinyDistillError(f"idle timeout {idle_timeout}: expected a number of seconds > 0")
     model = runtime.load(model_dir)
-    app = create_app(model, limits)
+    app = create_app(model, limits, token)
+    if host not in LOOPBACK and not token:
+        log.warning("serving on %s without a token: anyone who can reach this address can use the model; "
+                    "set --token or $%s to require one", host, TOKEN_ENV)
     log.info("serving %s (%s, labels %s) on http://%s:%d", model_dir, model.model_type, model.labels, host, port)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)  # per-request logs halve rps
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False,  # per-request logs halve rps
+                http=idle_timeout_protocol(idle_timeout))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -19,7 +20,8 @@ import torch
 from torch import nn
 
 from tinydistill.errors import TinyDistillError
-from tinydistill.runtime import FORMAT, read_config, replace_folder  # torch-free: the runtime reads folders too
+from tinydistill.folders import check_hashes, check_out, hashes, replace_folder, staging
+from tinydistill.runtime import FORMAT, read_config, why_unreadable  # torch-free: the runtime reads folders too
 from tinydistill.words import TokenizerConfig, Vocabulary
 
 log = logging.getLogger(__name__)
@@ -209,28 +211,38 @@ class Student:
         return counts
 
     # -------------------------------------------------------------------------------- save / load
-    def save_pretrained(self, folder: str | os.PathLike) -> Path:
-        """Write config.json, vocab.txt, model.safetensors and a model card (README.md) atomically into `folder`.
+    def save_pretrained(self, folder: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write config.json (with the weights' sha256), vocab.txt, model.safetensors and a model card (README.md)
+        atomically into `folder`.
 
-        `config.json`'s `provenance` entry (and the card) hold `self.provenance` plus the parameter count.
+        `config.json`'s `provenance` entry (and the card) hold `self.provenance` plus the parameter count. An
+        existing student folder is replaced; anything else that is there is refused unless `overwrite`.
         """
         from safetensors.torch import save_file
 
         from tinydistill.cards import stamp, write_card
 
-        folder = Path(folder)
-        tmp = folder.with_name(folder.name + ".tmp")
-        tmp.mkdir(parents=True, exist_ok=True)
-        provenance = {**stamp(), **(self.provenance or {}), "params": self.n_parameters()["total"],
-                      "classes": len(self.classes_)}
-        meta = {"format": FORMAT, "version": 1, "model_type": self.model_type, "config": asdict(self.config_),
-                "labels": [str(c) for c in self.classes_], "tokenizer": self.vocab_.config_dict(),
-                "provenance": provenance}
-        (tmp / "config.json").write_text(json.dumps(meta, indent=2, default=float))
-        write_card(tmp, meta)
-        self.vocab_.save(tmp)
-        save_file({k: v.contiguous() for k, v in self.module_.state_dict().items()}, str(tmp / "model.safetensors"))
-        replace_folder(tmp, folder)
+        folder = check_out(folder, "student", overwrite, option="folder")
+        state = self.module_.state_dict()
+        bad = [k for k, v in state.items() if not torch.isfinite(v).all()]
+        if bad:
+            raise TinyDistillError(f"{folder}: not saved: tensor {bad[0]!r} holds NaN or infinite values "
+                                   "(training diverged; try a lower learning rate)")
+        tmp = staging(folder)
+        try:
+            save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / "model.safetensors"))
+            provenance = {**stamp(), **(self.provenance or {}), "params": self.n_parameters()["total"],
+                          "classes": len(self.classes_)}
+            meta = {"format": FORMAT, "version": 1, "model_type": self.model_type, "config": asdict(self.config_),
+                    "labels": [str(c) for c in self.classes_], "tokenizer": self.vocab_.config_dict(),
+                    "sha256": hashes(tmp, ["model.safetensors"]), "provenance": provenance}
+            (tmp / "config.json").write_text(json.dumps(meta, indent=2, default=float))
+            write_card(tmp, meta)
+            self.vocab_.save(tmp)
+            replace_folder(tmp, folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         return folder
 
     def push_to_hub(self, repo_id: str, token: str | None = None, private: bool = False) -> str:
@@ -256,23 +268,45 @@ class Student:
 
         folder = resolve(folder)
         meta = read_config(folder)
+        config_path = folder / "config.json"
         config_cls, module_cls = ARCHITECTURES[meta["model_type"]]
-        config = config_cls(**meta["config"])
+        try:
+            config = config_cls(**meta["config"])
+        except TypeError as exc:
+            raise TinyDistillError(f"{config_path}: bad {meta['model_type']} config ({exc})") from None
         if isinstance(config, CNNConfig):
             config.windows = tuple(config.windows)
         student = cls(meta["model_type"], config)
         student.config_ = config
         student.vocab_ = Vocabulary.load(folder, meta.get("tokenizer"))
+        if len(student.vocab_) != config.vocab_size:
+            raise TinyDistillError(f"{folder / 'vocab.txt'}: {len(student.vocab_)} words but config.json says "
+                                   f"vocab_size {config.vocab_size}")
+        if len(meta["labels"]) != config.n_classes:
+            raise TinyDistillError(f"{config_path}: {len(meta['labels'])} labels but n_classes is {config.n_classes}")
         student.classes_ = np.array(meta["labels"])
         student.provenance = meta.get("provenance")
-        student.module_ = module_cls(config)
         weights = folder / "model.safetensors"
         if not weights.exists():
             raise TinyDistillError(f"{weights}: missing weights file")
         try:
             state = load_file(str(weights))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise TinyDistillError(why_unreadable(weights, exc)) from None
+        with torch.device("meta"):  # the shapes the config implies, without allocating them
+            expected = {k: tuple(v.shape) for k, v in module_cls(config).state_dict().items()}
+        for name, value in state.items():
+            if name in expected and tuple(value.shape) != expected[name]:
+                raise TinyDistillError(f"{weights}: tensor {name!r} has shape {tuple(value.shape)} but config.json "
+                                       f"implies {expected[name]}")
+            if value.is_floating_point() and not torch.isfinite(value).all():
+                raise TinyDistillError(f"{weights}: tensor {name!r} holds NaN or infinite values; the weights are "
+                                       "corrupt")
+        check_hashes(folder, meta.get("sha256"), config_path)
+        student.module_ = module_cls(config)
+        try:
             student.module_.load_state_dict(state)
-        except (SafetensorError, RuntimeError, OSError) as exc:
+        except RuntimeError as exc:
             first = str(exc).strip().splitlines()[0]
             raise TinyDistillError(f"{weights}: not a valid safetensors file for this model ({first})") from None
         student.module_.eval()

@@ -343,6 +343,8 @@ CONFIG_HELP = ("a TOML or YAML file of these options (keys: the option names, da
 
 def register_cli(sub) -> None:
     """`tinydistill reproduce {table2,table3,curves,teachers}` (called by tinydistill.cli)."""
+    from tinydistill.cli import POSITIVE, SIZE, number
+
     p = sub.add_parser("reproduce", help="the paper's Tables 2 and 3, F1 curves and a teacher table, resumable",
                        description="Run the paper's experiments (its T-train sizes, several seeds) and write JSON and "
                        "Markdown with the paper's figures beside ours. Rerun the same command to resume.")
@@ -369,22 +371,25 @@ def register_cli(sub) -> None:
                            "mpnet-base, a folder or a hub id (default: %(default)s)")
             q.add_argument("--recipes", type=_csv, default="strong", help="comma list of recipes to compare: strong, "
                            "strong-early-stop, ensemble, self-train, contrastive, paper (default: %(default)s)")
-            q.add_argument("--max-length", type=int, help="teacher tokens per text, longer texts cut (default: the "
+            q.add_argument("--max-length", type=number("int", minimum=2),
+                           help="teacher tokens per text, longer texts cut (default: the "
                            "recipe's, 128); runs go to their own folders and table rows")
         else:
             q.add_argument("--teacher", default="minilm", help="minilm or mpnet-base; DATASET=NAME entries choose "
                            "per dataset, e.g. mpnet-base,imdb=minilm (default: %(default)s)")
-            q.add_argument("--transfer-scale", type=float, help="use this fraction of the paper's S-train (e.g. "
+            q.add_argument("--transfer-scale", type=number(above=0, maximum=1),
+                           help="use this fraction of the paper's S-train (e.g. "
                            "0.05) where all of it does not fit the time; the table says so")
-            q.add_argument("--transfer-max", type=int, help="at most this many transfer texts a dataset (after "
+            q.add_argument("--transfer-max", type=SIZE, help="at most this many transfer texts a dataset (after "
                            "--transfer-scale); the table says so")
-            q.add_argument("--teacher-epochs", type=float, help="override the recipe's epochs (its minimum step count "
+            q.add_argument("--teacher-epochs", type=POSITIVE,
+                           help="override the recipe's epochs (its minimum step count "
                            "still holds), e.g. 3 for the paper's 6920-label SST-2 teacher")
             q.add_argument("--augment", default="glove", choices=["glove", "tang"], help="how SST-2/CoLA pools grow")
             q.add_argument("--students", type=_csv, default="cbow,bilstm", help="comma list of cbow, bilstm, cnn")
             q.add_argument("--speed-teacher", help="a 109.5M encoder to time beside the students when the teacher "
                            "is smaller: mpnet-base (after `tinydistill fetch-teacher mpnet-base`)")
-        q.add_argument("--test-size", type=int, help="score on one stratified sample of this many texts of each test "
+        q.add_argument("--test-size", type=SIZE, help="score on one stratified sample of this many texts of each test "
                        "split (IMDB's has 25,000); the table says so")
         q.add_argument("--data-dir", help="folder laid out like shared/data (default: $TINYDISTILL_DATA)")
         q.add_argument("--out", default="runs/reproduce", help="runs, pools and tables (default: %(default)s)")

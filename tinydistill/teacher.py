@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -112,10 +113,12 @@ class Teacher:
 
     def logits(self, texts: Sequence[str], batch_size: int = 64, cache: LogitCache | None = None,
                progress: bool = True) -> np.ndarray:
-        """Logits (n, classes); with a cache, only texts not seen by this exact teacher are computed."""
+        """Logits (n, classes); with a cache, only texts not seen by this exact teacher are computed.
+
+        Non-finite logits (a diverged or damaged teacher) are an error, never passed on or cached."""
         if cache is None:
-            return self._compute(texts, batch_size, progress)
-        known = cache.get(self.fingerprint, texts)
+            return _check_finite(self._compute(texts, batch_size, progress), self.info.get("base", "the teacher"))
+        known = cache.get(self.fingerprint, texts, width=len(self.label_names))
         missing = [i for i, row in enumerate(known) if row is None]
         if missing:
             log.info("teacher logits: %d cached, %d to compute", len(texts) - len(missing), len(missing))
@@ -124,6 +127,7 @@ class Teacher:
         for start in range(0, len(missing), chunk):
             rows = missing[start: start + chunk]
             values = self._compute([texts[i] for i in rows], batch_size, progress=False)
+            _check_finite(values, self.info.get("base", "the teacher"))
             cache.put(self.fingerprint, [texts[i] for i in rows], values)
             for i, v in zip(rows, values):
                 known[i] = v
@@ -136,49 +140,91 @@ class Teacher:
     def predict(self, texts: Sequence[str], **kwargs) -> np.ndarray:
         return self.logits(texts, **kwargs).argmax(1)
 
-    def save(self, folder: str | os.PathLike) -> Path:
-        """encoder/ (weights + tokenizer, safetensors), head.safetensors and teacher.json; atomic."""
+    def save(self, folder: str | os.PathLike, overwrite: bool = False) -> Path:
+        """encoder/ (weights + tokenizer, safetensors), head.safetensors and teacher.json (with the weights'
+        sha256); atomic. An existing teacher folder is replaced; anything else is refused unless `overwrite`."""
         from safetensors.torch import save_file
 
-        from tinydistill.students import replace_folder
+        from tinydistill.folders import check_out, hashes, replace_folder, staging
 
-        folder = Path(folder)
-        tmp = folder.with_name(folder.name + ".tmp")
-        tmp.mkdir(parents=True, exist_ok=True)
-        committee = isinstance(self.model, Committee)
-        members = list(self.model.members) if committee else [self.model]
-        for i, member in enumerate(members):  # a committee keeps each member in member-<i>/
-            place = tmp / f"member-{i}" if committee else tmp
-            member.encoder.save_pretrained(place / "encoder", safe_serialization=True)
-            self.tokenizer.save_pretrained(place / "encoder")
-            save_file({k: v.contiguous() for k, v in member.head.state_dict().items()}, str(place / "head.safetensors"))
-        meta = {"labels": self.label_names, "pooling": members[0].pooling, "max_length": self.max_length,
-                "members": len(members), **self.info}
-        (tmp / "teacher.json").write_text(json.dumps(meta, indent=2))
-        replace_folder(tmp, folder)
+        folder = check_out(folder, "teacher", overwrite, option="folder")
+        tmp = staging(folder)
+        try:
+            committee = isinstance(self.model, Committee)
+            members = list(self.model.members) if committee else [self.model]
+            weights = []
+            for i, member in enumerate(members):  # a committee keeps each member in member-<i>/
+                prefix = f"member-{i}/" if committee else ""
+                member.encoder.save_pretrained(tmp / prefix / "encoder", safe_serialization=True)
+                self.tokenizer.save_pretrained(tmp / prefix / "encoder")
+                save_file({k: v.contiguous() for k, v in member.head.state_dict().items()},
+                          str(tmp / prefix / "head.safetensors"))
+                weights += [f"{prefix}{p.relative_to(tmp / prefix).as_posix()}"
+                            for p in sorted((tmp / prefix / "encoder").glob("*.safetensors"))]
+                weights.append(f"{prefix}head.safetensors")
+            meta = {"labels": self.label_names, "pooling": members[0].pooling, "max_length": self.max_length,
+                    "members": len(members), **self.info, "sha256": hashes(tmp, weights)}
+            (tmp / "teacher.json").write_text(json.dumps(meta, indent=2))
+            replace_folder(tmp, folder)
+        except BaseException:
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         return folder
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> Teacher:
+        """Read a folder written by `save`; a missing, corrupt (sha256) or non-finite part is a one-line error."""
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
         from transformers import AutoModel, AutoTokenizer
 
+        from tinydistill.folders import check_hashes
+
         folder = Path(folder)
         meta_path = folder / "teacher.json"
+        if not folder.is_dir():
+            raise TinyDistillError(f"{folder}: not a teacher folder")
         if not meta_path.exists():
             raise TinyDistillError(f"{meta_path}: missing; not a saved tinydistill teacher folder")
-        meta = json.loads(meta_path.read_text())
-        n = meta.get("members", 1)
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise TinyDistillError(f"{meta_path}: not valid JSON ({exc})") from None
+        n = meta.get("members", 1) if isinstance(meta, dict) else None
+        if not isinstance(meta, dict) or not isinstance(meta.get("labels"), list) or len(meta["labels"]) < 2 \
+                or not isinstance(n, int) or not 1 <= n <= 64 or meta.get("pooling") not in ("cls", "mean") \
+                or not isinstance(meta.get("max_length"), int) or not 2 <= meta["max_length"] <= 1_000_000:
+            raise TinyDistillError(f"{meta_path}: expected 'labels' (2 or more), 'pooling' (cls or mean), "
+                                   "'max_length' (2 or more) and 'members' (1 to 64)")
+        check_hashes(folder, meta.get("sha256"), meta_path)
         places = [folder / f"member-{k}" for k in range(n)] if n > 1 else [folder]
         members = []
         for place in places:
-            member = Classifier(AutoModel.from_pretrained(place / "encoder"), len(meta["labels"]), meta["pooling"])
-            member.head.load_state_dict(load_file(str(place / "head.safetensors")))
+            encoder = place / "encoder"
+            if not (encoder / "config.json").is_file():
+                raise TinyDistillError(f"{encoder}: missing the encoder (config.json and weights)")
+            try:
+                member = Classifier(AutoModel.from_pretrained(encoder), len(meta["labels"]), meta["pooling"])
+                member.head.load_state_dict(load_file(str(place / "head.safetensors")))
+            except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise TinyDistillError(f"{place}: could not load the teacher ({first})") from None
+            for name, value in member.state_dict().items():
+                if value.is_floating_point() and not torch.isfinite(value).all():
+                    raise TinyDistillError(f"{place}: tensor {name!r} holds NaN or infinite values; the teacher "
+                                           "is corrupt")
             members.append(member)
+        check_tokenizer_files(places[0] / "encoder")
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(places[0] / "encoder")
+        except (OSError, ValueError, TypeError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise TinyDistillError(f"{places[0] / 'encoder'}: no usable tokenizer ({first})") from None
         model = Committee(members) if n > 1 else members[0]
-        info = {k: v for k, v in meta.items() if k not in ("labels", "pooling", "max_length", "members")}
-        return cls(model.eval(), AutoTokenizer.from_pretrained(places[0] / "encoder"), meta["labels"],
-                   meta["max_length"], info)
+        info = {k: v for k, v in meta.items() if k not in ("labels", "pooling", "max_length", "members", "sha256")}
+        return cls(model.eval(), tokenizer, meta["labels"], meta["max_length"], info)
 
     @classmethod
     def committee(cls, members: Sequence[Teacher], recipe: dict) -> Teacher:
@@ -191,13 +237,61 @@ class Teacher:
                    members[0].max_length, info)
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model",
+                   "sentencepiece.bpe.model")
+
+
+def check_tokenizer_files(folder: Path) -> None:
+    """Refuse a model folder without tokenizer files: transformers would build an empty tokenizer from the model's
+    config and every text would read as the same unknown tokens, silently."""
+    if folder.is_dir() and not any((folder / name).exists() for name in TOKENIZER_FILES):
+        raise TinyDistillError(f"{folder}: no usable tokenizer (none of {', '.join(TOKENIZER_FILES[:3])}, ...)")
+
+
+def _check_finite(values: np.ndarray, name: str) -> np.ndarray:
+    if not np.isfinite(values).all():
+        raise TinyDistillError(f"teacher {name}: gave NaN or infinite logits; its weights are damaged or its "
+                               "training diverged (try a lower --teacher-lr)")
+    return values
+
+
 class LogitCache:
-    """Teacher logits on disk (SQLite), keyed by teacher fingerprint and text hash; safe to kill mid-way."""
+    """Teacher logits on disk (SQLite), keyed by teacher fingerprint and text hash; safe to kill mid-way.
+
+    Rows are raw float32 bytes. `get` checks each row it reads (the teacher's number of classes, finite, no
+    larger than `LIMIT`) and treats a bad one as missing, so it is recomputed and written again, with a warning.
+    A file that is not a readable SQLite database (truncated, overwritten) is renamed aside and a new cache
+    started, with a warning naming both files.
+    """
+
+    LIMIT = 1e6  # a classifier's logits are O(10); a larger value in the cache is damage, not a logit
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path)
+        self._open()
+
+    def _open(self) -> None:
+        self.db = sqlite3.connect(self.path, timeout=120)  # other runs may be writing: wait, do not fail
+        try:
+            self.db.execute("CREATE TABLE IF NOT EXISTS logits (teacher TEXT, key BLOB, value BLOB, "
+                            "PRIMARY KEY (teacher, key))")
+        except sqlite3.OperationalError:
+            raise
+        except sqlite3.DatabaseError as exc:
+            self._set_aside(exc)
+
+    def _set_aside(self, exc: Exception) -> None:
+        """Move a corrupt cache file out of the way (kept for inspection) and start an empty one."""
+        self.db.close()
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+        for suffix in ("", "-journal", "-wal", "-shm"):
+            part = Path(str(self.path) + suffix)
+            if part.exists():
+                part.rename(Path(str(aside) + suffix))
+        log.warning("logit cache %s is unreadable (%s); moved it to %s and started a new one", self.path, exc,
+                    aside.name)
+        self.db = sqlite3.connect(self.path, timeout=120)
         self.db.execute("CREATE TABLE IF NOT EXISTS logits (teacher TEXT, key BLOB, value BLOB, "
                         "PRIMARY KEY (teacher, key))")
 
@@ -205,18 +299,45 @@ class LogitCache:
     def _key(text: str) -> bytes:
         return hashlib.sha1(text.encode("utf-8")).digest()
 
-    def get(self, teacher: str, texts: Sequence[str]) -> list[np.ndarray | None]:
+    def get(self, teacher: str, texts: Sequence[str], width: int | None = None) -> list[np.ndarray | None]:
+        """The cached logits of each text (None where missing or bad); `width`: the number of classes."""
+        try:
+            return self._get(teacher, texts, width)
+        except sqlite3.OperationalError:
+            raise
+        except sqlite3.DatabaseError as exc:
+            self._set_aside(exc)
+            return [None] * len(texts)
+
+    def _get(self, teacher: str, texts: Sequence[str], width: int | None) -> list[np.ndarray | None]:
         found: dict[bytes, np.ndarray] = {}
+        bad = 0
         keys = [self._key(t) for t in texts]
         unique = list(dict.fromkeys(keys))
         for start in range(0, len(unique), 900):  # SQLite's bound-parameter limit
             part = unique[start: start + 900]
             query = f"SELECT key, value FROM logits WHERE teacher=? AND key IN ({','.join('?' * len(part))})"
             for key, value in self.db.execute(query, [teacher, *part]):
-                found[key] = np.frombuffer(value, dtype=np.float32)
+                row = np.frombuffer(value, dtype=np.float32) if isinstance(value, bytes) and len(value) % 4 == 0 \
+                    else None
+                if row is None or (width is not None and len(row) != width) or not len(row) \
+                        or not (np.abs(row) <= self.LIMIT).all():  # also false for NaN
+                    bad += 1
+                    continue
+                found[key] = row
+        if bad:
+            log.warning("logit cache %s: %d cached row(s) of teacher %s are damaged (wrong length, NaN, infinite "
+                        "or huge values); recomputing them", self.path, bad, teacher)
         return [found.get(k) for k in keys]
 
     def put(self, teacher: str, texts: Sequence[str], values: np.ndarray) -> None:
         rows = [(teacher, self._key(t), np.asarray(v, np.float32).tobytes()) for t, v in zip(texts, values)]
-        with self.db:
-            self.db.executemany("INSERT OR REPLACE INTO logits VALUES (?, ?, ?)", rows)
+        try:
+            with self.db:
+                self.db.executemany("INSERT OR REPLACE INTO logits VALUES (?, ?, ?)", rows)
+        except sqlite3.OperationalError:
+            raise
+        except sqlite3.DatabaseError as exc:
+            self._set_aside(exc)
+            with self.db:
+                self.db.executemany("INSERT OR REPLACE INTO logits VALUES (?, ?, ?)", rows)

@@ -27,6 +27,12 @@ class TokenizerConfig:
     lowercase: bool = True  # the students are tiny; case would split their small vocabulary
     max_length: int = 256  # tokens kept per text (the start); long reviews cost time, not accuracy
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_length, int) or isinstance(self.max_length, bool) or self.max_length < 1:
+            raise TinyDistillError(f"tokenizer max_length is {self.max_length!r}; expected a whole number >= 1")
+        if not isinstance(self.lowercase, bool):
+            raise TinyDistillError(f"tokenizer lowercase is {self.lowercase!r}; expected true or false")
+
 
 def tokenize(text: str, lowercase: bool = True) -> list[str]:
     """Split text into words and punctuation marks."""

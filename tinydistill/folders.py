@@ -1,0 +1,250 @@
+"""The folders and files tinydistill writes, and the rules that keep everything else safe.
+
+- `write_atomic(path, data)`: a file is written under a temporary name beside it and renamed, so a reader (or a
+  kill) sees the old file or the new one, never half of one.
+- `staging(folder)` + `replace_folder(tmp, folder)`: a folder is built under a fresh hidden name beside its
+  target and swapped in; two writers of one folder never share a temporary folder.
+- `folder_kind(path)`: which tinydistill folder a path is, by its marker file (student: config.json with
+  format tinydistill-student; teacher: teacher.json; run: run.json or results.json; pool: manifest.json).
+- `check_out(out, kind, overwrite, source)`: the overwrite policy. An output folder that exists, is not empty and
+  is not a folder of the same kind is refused unless `overwrite`; an output is never its own source, nor a folder
+  above or inside it. Checked before any work, so a refusal costs nothing.
+- `sha256_file`, `check_hashes`: the weight hashes that saved folders record and loading checks.
+
+Torch-free (the runtime imports it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tinydistill.errors import TinyDistillError
+
+log = logging.getLogger(__name__)
+
+STUDENT_FORMAT = "tinydistill-student"
+RUN_MARKER = "run.json"  # written by `pipeline.run` when it starts a run folder
+KINDS = ("student", "teacher", "run", "pool", "exports")
+_NAMES = {"student": "a student folder", "teacher": "a teacher folder", "run": "a run folder",
+          "pool": "an augmentation pool", "exports": "a folder of exported students"}
+
+
+# ------------------------------------------------------------------------------------------------ writing
+
+
+def write_atomic(path: str | os.PathLike, data: str | bytes | Iterable[str]) -> None:
+    """Write `data` (bytes, a string, or strings streamed one after the other, as UTF-8) to `path` through a
+    unique temporary file in the same folder and an atomic rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            if isinstance(data, bytes | str):
+                handle.write(data.encode("utf-8") if isinstance(data, str) else data)
+            else:
+                for part in data:
+                    handle.write(part.encode("utf-8"))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def staging(folder: str | os.PathLike) -> Path:
+    """A fresh, empty, hidden folder beside `folder` (created with its parents), to build it in."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def replace_folder(tmp: str | os.PathLike, folder: str | os.PathLike) -> None:
+    """Swap a fully written folder `tmp` into place at `folder`, so readers never see half a model.
+
+    The old folder is moved aside under a unique hidden name and removed after the swap. When another writer
+    puts its own copy in place between the two renames, the swap is retried (the last writer wins).
+    """
+    tmp, folder = Path(tmp), Path(folder)
+    error: OSError | None = None
+    for attempt in range(100):
+        aside = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.old")
+        old: Path | None = aside
+        try:
+            folder.rename(aside)
+        except FileNotFoundError:
+            old = None
+        try:
+            tmp.rename(folder)
+        except OSError as exc:  # another writer's folder landed in between: move it aside too, and retry
+            error = exc
+            if old is not None:
+                _remove(old)
+            time.sleep(0.001 * attempt)
+            continue
+        if old is not None:
+            _remove(old)
+        return
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise TinyDistillError(f"{folder}: could not replace it; other processes keep writing it ({error})")
+
+
+# ------------------------------------------------------------------------------------------------ kinds
+
+
+def _json(path: Path) -> dict | None:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def folder_kind(path: str | os.PathLike) -> str | None:
+    """"student", "teacher", "run", "pool" or "exports" (a folder holding only student folders), by marker
+    files; None for anything else (a file, an empty or a user's folder)."""
+    path = Path(path)
+    if not path.is_dir():
+        return None
+    if (path / "config.json").is_file() and (_json(path / "config.json") or {}).get("format") == STUDENT_FORMAT:
+        return "student"
+    if (path / "teacher.json").is_file():
+        return "teacher"
+    if (path / RUN_MARKER).is_file() or (path / "results.json").is_file() \
+            or (path / "teacher" / "teacher.json").is_file():  # runs before run.json existed
+        return "run"
+    if (_json(path / "manifest.json") or {}).get("format") == "tinydistill-pool":
+        return "pool"
+    children = [p for p in path.iterdir() if not p.name.startswith(".")]
+    if children and all(folder_kind(p) == "student" for p in children):
+        return "exports"
+    return None
+
+
+def _inside(inner: Path, outer: Path) -> bool:
+    return inner == outer or outer in inner.parents
+
+
+def check_out(out: str | os.PathLike, kind: str, overwrite: bool = False, source: str | os.PathLike | None = None,
+              option: str = "--out", inside_ok: bool = False) -> Path:
+    """Refuse to write a `kind` folder at `out` where that would lose something tinydistill did not write.
+
+    Refused always: `out` is `source`, or a folder above it, or (unless `inside_ok`) inside it. Refused unless
+    `overwrite`: `out` exists and is a file, or a non-empty folder that is not a `kind` folder. Returns `out`.
+    """
+    out = Path(out)
+    if source is not None:
+        src, dst = Path(source).resolve(), out.resolve()
+        if src == dst:
+            raise TinyDistillError(f"{out}: the output would replace its own source; choose another {option}")
+        if _inside(src, dst):
+            raise TinyDistillError(f"{out}: the output is a folder above its source {source}; writing it would "
+                                   f"delete the source; choose another {option}")
+        if _inside(dst, src) and not inside_ok:
+            raise TinyDistillError(f"{out}: the output is inside its source {source}; choose another {option}")
+    if not out.exists() and not out.is_symlink():
+        return out
+    if out.is_dir() and not any(out.iterdir()):
+        return out
+    found = folder_kind(out)
+    if found == kind:
+        return out
+    what = "a file" if not out.is_dir() else _NAMES[found] if found else "a folder that tinydistill did not write"
+    if overwrite:
+        log.warning("%s: %s; replacing it, as --overwrite says", out, what)
+        return out
+    how = "save with overwrite=True" if option == "folder" else "add --overwrite"
+    raise TinyDistillError(f"{out}: exists and is {what}, not {_NAMES[kind]}; choose another {option}, "
+                           f"or {how} to replace it")
+
+
+def check_out_file(out: str | os.PathLike, overwrite: bool = False, ours: bool = False,
+                   option: str = "--out") -> Path:
+    """Refuse to write the file `out` over a folder, or over a file tinydistill did not write (`ours` says
+    whether the existing file is known to be ours) unless `overwrite`; its folder must exist."""
+    out = Path(out)
+    if out.is_dir():
+        raise TinyDistillError(f"{out}: is a folder; {option} takes a file name")
+    if not out.parent.is_dir():
+        raise TinyDistillError(f"{out}: folder {out.parent} does not exist; create it first or choose another "
+                               f"{option}")
+    if out.exists() and not ours and not overwrite:
+        raise TinyDistillError(f"{out}: exists and was not written by tinydistill; choose another {option}, "
+                               "or add --overwrite to replace it")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ hashes
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The hex sha256 of a file, read in 1 MB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def hashes(folder: Path, names: list[str]) -> dict[str, str]:
+    """{relative name: sha256} of the files `names` under `folder`."""
+    return {name: sha256_file(folder / name) for name in names}
+
+
+def check_hashes(folder: Path, recorded: object, where: Path) -> None:
+    """Check the files that `recorded` ({relative name: sha256}, from `where`) lists; None is a folder saved
+    before hashes were recorded, and loads unchecked."""
+    if recorded is None:
+        return
+    if not isinstance(recorded, dict):
+        raise TinyDistillError(f"{where}: 'sha256' must map file names to hashes")
+    for name, expected in recorded.items():
+        path = folder / name
+        if not _inside(path.resolve(), folder.resolve()):
+            raise TinyDistillError(f"{where}: 'sha256' names {name!r}, outside the folder")
+        if not path.is_file():
+            raise TinyDistillError(f"{path}: missing (listed in {where.name})")
+        if sha256_file(path) != expected:
+            raise TinyDistillError(f"{path}: corrupt: its sha256 differs from the one recorded in {where.name} "
+                                   "when it was saved")
+
+
+# ------------------------------------------------------------------------------------------------ locks
+
+
+@contextmanager
+def locked(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `folder/.lock` (fcntl.flock); a second process waits for the first.
+
+    Where fcntl is missing (Windows) the block runs unlocked."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("%s: another process is using this folder; waiting for it to finish", folder)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
