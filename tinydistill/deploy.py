@@ -247,7 +247,7 @@ class PredictionWriter:
                               lineterminator="\n", extrasaction="ignore", restval="")
 
     def close(self) -> None:
-        """Write what is held back: Parquet's rows (no texts: an empty CSV/TSV/JSON Lines, a Parquet file of no rows)."""
+        """Write what is held back: Parquet's rows (no texts: empty CSV/TSV/JSON Lines, a Parquet of no rows)."""
         if self.fmt == "parquet":
             import pyarrow as pa
             import pyarrow.parquet as pq
