@@ -56,6 +56,21 @@ def _teacher_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-length", type=int, help="teacher tokens per text")
 
 
+def _scale_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", default="local", choices=["local", "ray"], help="local: this process; ray: a pool "
+                   "of Ray actors (needs the scale extra; --out must be a folder) (default: %(default)s)")
+    p.add_argument("--address", help="Ray cluster: auto (the one `ray start` runs here) or ray://HOST:10001 "
+                   "(default: start Ray in this process)")
+    p.add_argument("--workers", type=int, default=1, help="Ray actors, each loading the teacher once "
+                   "(default: %(default)s)")
+    p.add_argument("--threads-per-worker", type=int, default=1, help="CPUs (torch threads) per actor "
+                   "(default: %(default)s)")
+    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per actor (default: %(default)s)")
+    p.add_argument("--shard-rows", type=int, default=10_000, help="texts per output shard: the unit of work and "
+                   "of resuming (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=64, help="texts per teacher batch (default: %(default)s)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tinydistill", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
@@ -94,11 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="sst2", help="paper dataset (its training split), a file, or a pool folder")
     p.add_argument("--data-dir")
     p.add_argument("--text-column", default="text")
-    p.add_argument("--out", required=True, help="JSON Lines file: {\"text\": ..., \"logits\": [...]} per line")
+    p.add_argument("--out", required=True, help="a .jsonl file ({\"text\": ..., \"logits\": [...]} per line), or "
+                   "a folder (local or URI) for Parquet logit shards + manifest.json, resumable shard by shard")
+    _scale_options(p)
     p.set_defaults(func=cmd_label)
 
-    p = sub.add_parser("distil", help="train a student on a JSON Lines file of texts and teacher logits")
-    p.add_argument("transfer", help="file written by `tinydistill label`")
+    p = sub.add_parser("distil", help="train a student on texts and teacher logits written by `label`")
+    p.add_argument("transfer", help="a JSON Lines file or a logit shard folder (streamed) written by `label`")
     p.add_argument("--student", default="cbow", choices=["cbow", "bilstm", "cnn"])
     p.add_argument("--loss", default="mse", choices=["mse", "kl"])
     p.add_argument("--seed", type=int, default=0)
@@ -170,6 +187,9 @@ def cmd_label(a: argparse.Namespace) -> None:
     from tinydistill.pipeline import read_transfer
     from tinydistill.teacher import LogitCache, Teacher
 
+    if a.engine == "ray" or not a.out.endswith(".jsonl"):
+        label_shards(a)
+        return
     if a.data in PAPER_DATASETS:
         texts = load_paper_dataset(a.data, PAPER_DATASETS[a.data].train, a.data_dir).texts
     else:
@@ -186,28 +206,33 @@ def cmd_label(a: argparse.Namespace) -> None:
     print(json.dumps({"texts": len(texts), "out": str(out), "labels": teacher.label_names}))
 
 
-def cmd_distil(a: argparse.Namespace) -> None:
-    import numpy as np
+def label_shards(a: argparse.Namespace) -> None:
+    """`label` into a folder of Parquet logit shards, on this process or on Ray (resumable shard by shard)."""
+    from tinydistill.data import PAPER_DATASETS, load_paper_dataset
+    from tinydistill.shards import label_to_shards
 
+    engine = None
+    if a.engine == "ray":
+        from tinydistill.scale import ray_engine
+
+        engine = ray_engine(a.address, a.workers, a.threads_per_worker, a.gpus_per_worker)
+    data = load_paper_dataset(a.data, PAPER_DATASETS[a.data].train, a.data_dir).texts \
+        if a.data in PAPER_DATASETS else a.data
+    manifest = label_to_shards(a.teacher_dir, data, a.out, text_column=a.text_column, rows_per_shard=a.shard_rows,
+                               batch_size=a.batch_size, engine=engine, progress=not a.quiet)
+    print(json.dumps({"texts": manifest["rows"], "out": a.out, "labels": manifest["labels"],
+                      "shards": len(manifest["shards"]), "labelled": manifest["labelled"]}))
+
+
+def cmd_distil(a: argparse.Namespace) -> None:
     from tinydistill.distill import TrainConfig
+    from tinydistill.shards import read_logits
     from tinydistill.students import Student
 
-    texts, logits = [], []
-    path = Path(a.transfer)
-    if not path.exists():
-        raise TinyDistillError(f"{path}: file not found")
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            try:
-                row = json.loads(line)
-                texts.append(row["text"])
-                logits.append(row["logits"])
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise TinyDistillError(f"{path}:{number}: expected {{\"text\": ..., \"logits\": [...]}}") from None
-    labels = json.loads((path.parent / (path.stem + ".labels.json")).read_text()) \
-        if (path.parent / (path.stem + ".labels.json")).exists() else None
-    student = Student(a.student, train=TrainConfig(loss=a.loss, seed=a.seed)).fit(
-        texts, np.asarray(logits, dtype=np.float32), labels, progress=not a.quiet)
+    # one file or a shard folder: the same streaming trainer, so the student depends on the rows, not the shards
+    source = read_logits(a.transfer)
+    student = Student(a.student, train=TrainConfig(loss=a.loss, seed=a.seed)).fit_source(
+        source, source.labels, progress=not a.quiet)
     student.save_pretrained(a.out)
     print(json.dumps({"student": a.out, "params": student.n_parameters(), **student.history_}))
 
