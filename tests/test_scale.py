@@ -119,9 +119,38 @@ def test_ray_engine_without_ray_is_one_line(monkeypatch, teacher_dir, texts_file
     import sys
 
     monkeypatch.setitem(sys.modules, "ray", None)  # as if the scale extra were not installed
-    assert main(["-q", "label", teacher_dir, "--data", texts_file, "--out", str(tmp_path / "o"), "--engine", "ray"]) == 2
+    out = str(tmp_path / "o")
+    assert main(["-q", "label", teacher_dir, "--data", texts_file, "--out", out, "--engine", "ray"]) == 2
     assert capsys.readouterr().err.strip() == ("tinydistill: error: --engine ray needs Ray: "
                                                "pip install 'tinydistill[scale]'")
+
+
+def test_run_streams_a_shard_folder_its_teacher_labelled(tiny_bert, teacher_dir, tmp_path, monkeypatch):
+    from test_pipeline import config, write_csv
+
+    from tinydistill.pipeline import run
+    from tinydistill.teacher import Teacher
+
+    monkeypatch.setenv("TINYDISTILL_CACHE", str(tmp_path / "cache"))
+    files = write_csv(tmp_path / "train.csv", 200, 0), write_csv(tmp_path / "test.csv", 60, 1)
+    base = config(files, tiny_bert, tmp_path, nods=False, speed=False)
+    run(base, progress=False)  # trains the teacher into run/teacher
+    extra = tmp_path / "extra.txt"
+    extra.write_text("\n".join(toy_texts(90, seed=7)[0]) + "\n")
+    ours, theirs = str(tmp_path / "ours"), str(tmp_path / "theirs")
+    shards.label_to_shards(str(tmp_path / "run" / "teacher"), str(extra), ours, rows_per_shard=40, progress=False)
+    shards.label_to_shards(teacher_dir, str(extra), theirs, rows_per_shard=40, progress=False)
+    seen: list[str] = []
+    real = Teacher.logits
+    monkeypatch.setattr(Teacher, "logits", lambda self, texts, **kw: (seen.extend(texts), real(self, texts, **kw))[1])
+    results = run(config(files, tiny_bert, tmp_path, nods=False, speed=False, transfer=[ours]), progress=False)
+    assert results["sizes"]["transfer"] == 200 + 90
+    assert not set(toy_texts(90, seed=7)[0]) - set(toy_texts(200, 0)[0]) & set(seen)  # read, not relabelled
+    assert results["rows"][1]["accuracy"] >= 0.7
+    seen.clear()  # another teacher's logits: their texts are labelled again by the run's teacher
+    results = run(config(files, tiny_bert, tmp_path, nods=False, speed=False, transfer=[theirs],
+                         out=str(tmp_path / "run2")), progress=False)
+    assert results["sizes"]["transfer"] == 200 + 90 and set(toy_texts(90, seed=7)[0]) <= set(seen)
 
 
 # ------------------------------------------------------------------------------------------- Ray (scale)

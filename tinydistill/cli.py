@@ -87,8 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     _data_options(p)
     _teacher_options(p)
     p.add_argument("--students", type=_csv, default=["cbow", "bilstm"], help="comma list of cbow, bilstm, cnn")
-    p.add_argument("--transfer", action="append", default=[], help="extra unlabelled text: an augment pool folder "
-                   "or a file (repeatable); the training split without labels is always included")
+    p.add_argument("--transfer", action="append", default=[], help="extra unlabelled text: an augment pool folder, "
+                   "a file, or a logit shard folder from `label --out DIR` (streamed when this run's teacher wrote it, "
+                   "else its texts are labelled again) (repeatable); the training split without labels is always "
+                   "included")
     p.add_argument("--transfer-size", type=int, help="cap the transfer set at a seeded sample of this size")
     p.add_argument("--no-nods", dest="nods", action="store_false", help="skip the no-distillation twins")
     p.add_argument("--loss", default="mse", choices=["mse", "kl"], help="distillation loss (the paper: mse)")
@@ -104,9 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for the fine-tuned teacher")
     p.set_defaults(func=cmd_train_teacher)
 
-    p = sub.add_parser("label", help="write teacher logits for a transfer set as JSON Lines (cached on disk)")
+    p = sub.add_parser("label", help="write teacher logits for a transfer set: JSON Lines, or Parquet shards "
+                       "labelled here or on a Ray cluster")
     p.add_argument("teacher_dir", help="a folder written by train-teacher or run (<run>/teacher)")
-    p.add_argument("--data", default="sst2", help="paper dataset (its training split), a file, or a pool folder")
+    p.add_argument("--data", default="sst2", help="paper dataset (its training split), a file, a pool folder, or "
+                   "(with --out DIR) a folder of .txt/.csv/.tsv/.jsonl/.parquet files, local or a pyarrow URI")
     p.add_argument("--data-dir")
     p.add_argument("--text-column", default="text")
     p.add_argument("--out", required=True, help="a .jsonl file ({\"text\": ..., \"logits\": [...]} per line), or "

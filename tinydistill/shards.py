@@ -416,6 +416,29 @@ class LogitShards:
             yield from self.read(start, min(start + block_rows, len(self)))[0]
 
 
+class ConcatLogits:
+    """Sources read one after another as one (``run``: the in-memory transfer set, then shard folders)."""
+
+    def __init__(self, parts: Sequence[InMemoryLogits | LogitShards]):
+        self.parts = [p for p in parts if len(p)]
+        self.labels = next((p.labels for p in self.parts if p.labels), None)
+        self.bounds = np.cumsum([0] + [len(p) for p in self.parts])
+
+    def __len__(self) -> int:
+        return int(self.bounds[-1])
+
+    def read(self, start: int, stop: int) -> tuple[list[str], np.ndarray]:
+        texts: list[str] = []
+        parts = []
+        for k, part in enumerate(self.parts):
+            lo, hi = int(self.bounds[k]), int(self.bounds[k + 1])
+            if hi > start and lo < stop:
+                t, v = part.read(max(start - lo, 0), min(stop, hi) - lo)
+                texts += t
+                parts.append(v)
+        return texts, np.concatenate(parts)
+
+
 def read_logits(source: str) -> InMemoryLogits | LogitShards:
     """A transfer set with logits: a shard folder (streamed), or a JSON Lines file from ``label`` (in memory)."""
     if is_logit_folder(source):
