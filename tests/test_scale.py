@@ -125,6 +125,23 @@ def test_ray_engine_without_ray_is_one_line(monkeypatch, teacher_dir, texts_file
                                                "pip install 'tinydistill[scale]'")
 
 
+def test_uris_in_and_out_and_bad_input(teacher_dir, texts_file, tmp_path, capsys):
+    out = "file://" + str(tmp_path / "o")
+    manifest = shards.label_to_shards(teacher_dir, "file://" + texts_file, out, rows_per_shard=64, progress=False)
+    lines = [line for line in open(texts_file).read().split("\n") if line.strip()]
+    assert manifest["rows"] == 110 and shards.LogitShards(out).read(100, 110)[0] == lines[100:110]
+    (tmp_path / "bad.jsonl").write_text('{"text": "fine"}\n{"body": "no text"}\n')
+    for args, message in ((["distil", str(tmp_path / "none"), "--out", str(tmp_path / "s")], "file not found"),
+                          (["label", teacher_dir, "--data", str(tmp_path / "bad.jsonl"), "--out", str(tmp_path / "x")],
+                           "bad.jsonl:2: empty or missing text in column 'text'"),
+                          (["label", teacher_dir, "--data", texts_file, "--out", str(tmp_path / "y"), "--shard-rows",
+                            "0"], "--shard-rows must be positive")):
+        capsys.readouterr()
+        assert main(["-q", *args]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.startswith("tinydistill: error: ") and err.count("\n") == 1
+
+
 def test_run_streams_a_shard_folder_its_teacher_labelled(tiny_bert, teacher_dir, tmp_path, monkeypatch):
     from test_pipeline import config, write_csv
 

@@ -41,20 +41,41 @@ def connect(address: str | None = None) -> Any:
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False,
                  logging_level=logging.WARNING, configure_logging=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    ray.data.DataContext.get_current().enable_progress_bars = False  # ours counts shards
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # its per-dataset INFO lines drown the progress bar
     return ray
+
+
+def _on_gpu(model: Any) -> Any:
+    """``model`` on this actor's GPU behind CPU tensors in and out, so ``Teacher.logits`` runs unchanged."""
+    import torch
+
+    class OnDevice(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module):
+            super().__init__()
+            self.inner = inner.to("cuda")
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            return self.inner(input_ids.to("cuda"), attention_mask.to("cuda")).float().cpu()
+
+    return OnDevice(model).eval()
 
 
 class _Labeller:
     """One Ray actor: the teacher, loaded once, labels whole shards and writes them."""
 
-    def __init__(self, teacher_dir: str, out: str, plan: str, batch_size: int, threads: int):
+    def __init__(self, teacher_dir: str, out: str, plan: str, batch_size: int, threads: int, gpus: float = 0.0):
         import torch
 
         from tinydistill.teacher import Teacher
 
         torch.set_num_threads(threads)  # the actor's CPUs, not all of the node's
         self.teacher = Teacher.load(teacher_dir)
+        if gpus > 0:  # Ray set CUDA_VISIBLE_DEVICES to this actor's GPU; fp32, so logits stay close to the CPU's
+            if not torch.cuda.is_available():
+                raise TinyDistillError("--gpus-per-worker: Ray gave this worker a GPU but torch sees none "
+                                       "(install a CUDA build of torch on the workers)")
+            self.teacher.model = _on_gpu(self.teacher.model)
         self.out, self.plan, self.batch_size = out, plan, batch_size
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -84,7 +105,8 @@ def ray_engine(address: str | None = None, workers: int = 1, threads_per_worker:
         dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
             _Labeller, batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers),
             fn_constructor_kwargs={"teacher_dir": teacher_dir, "out": out, "plan": plan,
-                                   "batch_size": batch_size, "threads": threads_per_worker},
+                                   "batch_size": batch_size, "threads": threads_per_worker,
+                                   "gpus": gpus_per_worker},
             num_cpus=threads_per_worker, num_gpus=gpus_per_worker or None)
         for row in dataset.iter_rows():
             yield int(row["index"]), json.loads(row["entry"])

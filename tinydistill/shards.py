@@ -280,8 +280,8 @@ def label_to_shards(teacher_dir: str, data: str | Sequence[str], out: str, *, te
     """
     from tinydistill.teacher import Teacher
 
+    specs = plan_shards(data, rows_per_shard, text_column)  # first: bad input fails before any weights load
     teacher = Teacher.load(teacher_dir)  # the driver needs only the fingerprint and the label names
-    specs = plan_shards(data, rows_per_shard, text_column)
     plan = plan_digest(specs, teacher.fingerprint)
     previous = read_manifest(out, missing_ok=True)
     if previous and previous.get("plan") != plan:
