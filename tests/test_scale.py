@@ -56,7 +56,7 @@ def test_plan_reads_every_format_and_row_range(tmp_path):
     assert specs[1]["offset"] > 0  # the second shard of a text file starts at its byte offset
 
 
-def test_local_shards_equal_the_teacher_and_distil_matches_one_file(teacher_dir, texts_file, tmp_path):
+def test_local_shards_equal_the_teacher_and_distil_matches_one_file(teacher_dir, texts_file, tmp_path, monkeypatch):
     from tinydistill.teacher import Teacher
 
     out = str(tmp_path / "logits")
@@ -72,12 +72,20 @@ def test_local_shards_equal_the_teacher_and_distil_matches_one_file(teacher_dir,
                                for s in range(0, 110, 32)])
     assert logits.dtype == np.float32 and np.array_equal(logits, expected)
 
-    # the same rows in one JSON Lines file give the same student as the shard folder (streamed)
+    # the same rows in one JSON Lines file give the same student as the shard folder, streamed in blocks of 20
+    # rows (across the 32-row shards); no read asks for more than a block
+    from tinydistill import distill
+
+    monkeypatch.setattr(distill, "BLOCK_ROWS", 20)
+    reads: list[int] = []
+    real_read = shards.LogitShards.read
+    monkeypatch.setattr(shards.LogitShards, "read", lambda self, a, b: (reads.append(b - a), real_read(self, a, b))[1])
     one = tmp_path / "one.jsonl"
     one.write_text("".join(json.dumps({"text": t, "logits": row.tolist()}) + "\n" for t, row in zip(texts, logits)))
     (tmp_path / "one.labels.json").write_text(json.dumps(["neg", "pos"]))
     for source, folder in ((out, "from-shards"), (str(one), "from-file")):
         assert main(["-q", "distil", source, "--out", str(tmp_path / folder)]) == 0
+    assert reads and max(reads) <= 20
     a = (tmp_path / "from-shards" / "model.safetensors").read_bytes()
     assert a == (tmp_path / "from-file" / "model.safetensors").read_bytes()
     assert json.loads((tmp_path / "from-shards" / "config.json").read_text())["labels"] == ["neg", "pos"]

@@ -181,7 +181,7 @@ BLOCK_ROWS = 8192  # rows read, shuffled and length-bucketed together by the str
 
 
 def fit_stream(module: nn.Module, source, encode, c: TrainConfig, progress: bool = True, desc: str = "distil",
-               block_rows: int = BLOCK_ROWS) -> dict:
+               block_rows: int | None = None) -> dict:
     """Distil from a source read in row blocks (``shards.LogitShards`` or ``InMemoryLogits``); memory holds one
     block, however large the transfer set.
 
@@ -189,10 +189,10 @@ def fit_stream(module: nn.Module, source, encode, c: TrainConfig, progress: bool
     a function of the row count and the seed only: a seeded sample of rows is held out (as in ``fit_module``);
     each epoch visits the blocks of ``block_rows`` rows in a seeded order, and within a block shuffles,
     length-buckets and shuffles batches as ``fit_module`` does over the whole set. So the same rows give the
-    same student whether they sit in one file or in many shards.
+    same student whether they sit in one file or in many shards. ``block_rows`` defaults to ``BLOCK_ROWS``.
     """
     with torch_threads(c.threads):
-        return _fit_stream(module, source, encode, c, progress, desc, block_rows)
+        return _fit_stream(module, source, encode, c, progress, desc, block_rows or BLOCK_ROWS)
 
 
 def _fit_stream(module: nn.Module, source, encode, c: TrainConfig, progress: bool, desc: str,

@@ -168,16 +168,18 @@ class Student:
         One streaming pass counts the words for the vocabulary; training then reads one block at a time
         (``distill.fit_stream``), so memory does not grow with the transfer set.
         """
-        from tinydistill.distill import TrainConfig, fit_stream
+        from tinydistill import distill
 
         if len(source) == 0:
             raise TinyDistillError("no texts to train on")
         n_classes = source.read(0, 1)[1].shape[1]
-        texts = (text for start in range(0, len(source), 65_536)
-                 for text in source.read(start, min(start + 65_536, len(source)))[0])
+        size = distill.BLOCK_ROWS
+        texts = (text for start in range(0, len(source), size)
+                 for text in source.read(start, min(start + size, len(source)))[0])
         self._build(n_classes, texts, label_names)
-        self.history_ = fit_stream(self.module_, source, self.vocab_.encode_batch, self.train or TrainConfig(),
-                                   progress=progress, desc=f"{self.model_type} distil")
+        self.history_ = distill.fit_stream(self.module_, source, self.vocab_.encode_batch,
+                                           self.train or distill.TrainConfig(), progress=progress,
+                                           desc=f"{self.model_type} distil")
         return self
 
     def _build(self, n_classes: int, vocab_texts: Iterable[str], label_names: Sequence[str] | None) -> None:
