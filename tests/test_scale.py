@@ -128,9 +128,12 @@ def test_ray_engine_without_ray_is_one_line(monkeypatch, teacher_dir, texts_file
 
     monkeypatch.setitem(sys.modules, "ray", None)  # as if the scale extra were not installed
     out = str(tmp_path / "o")
-    assert main(["-q", "label", teacher_dir, "--data", texts_file, "--out", out, "--engine", "ray"]) == 2
-    assert capsys.readouterr().err.strip() == ("tinydistill: error: --engine ray needs Ray: "
-                                               "pip install 'tinydistill[scale]'")
+    for args in (["label", teacher_dir, "--data", texts_file, "--out", out, "--engine", "ray"],
+                 ["augment", "--data", texts_file, "--out", out, "--engine", "ray"]):
+        capsys.readouterr()
+        assert main(["-q", *args]) == 2
+        assert capsys.readouterr().err == ("tinydistill: error: --engine ray needs Ray: "
+                                           "pip install 'tinydistill[scale]'\n")
 
 
 def test_uris_in_and_out_and_bad_input(teacher_dir, texts_file, tmp_path, capsys):
@@ -191,6 +194,8 @@ def local_ray():
 
 @pytest.mark.scale
 def test_ray_logits_equal_local_and_a_killed_run_resumes(local_ray, teacher_dir, texts_file, tmp_path, monkeypatch):
+    from tinydistill.scale import ray_engine
+
     local, remote = str(tmp_path / "local"), str(tmp_path / "ray")
     shards.label_to_shards(teacher_dir, texts_file, local, rows_per_shard=32, batch_size=8, progress=False)
     assert main(["-q", "label", teacher_dir, "--data", texts_file, "--out", remote, "--engine", "ray", "--workers", "2",
@@ -206,6 +211,15 @@ def test_ray_logits_equal_local_and_a_killed_run_resumes(local_ray, teacher_dir,
                  "--shard-rows", "32", "--batch-size", "8"]) == 0
     manifest = shards.read_manifest(remote)
     assert manifest["labelled"] == 2 and manifest["shards"] == shards.read_manifest(local)["shards"]
+
+    # a bad row a worker finds (Parquet is planned from its footer) is the same one-line error on the driver
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": ["fine", "good", " "]}), tmp_path / "bad.parquet")
+    with pytest.raises(shards.TinyDistillError, match=r"bad.parquet:3: empty or missing text"):
+        shards.label_to_shards(teacher_dir, str(tmp_path / "bad.parquet"), str(tmp_path / "o"), progress=False,
+                               engine=ray_engine(workers=1))
 
 
 @pytest.mark.scale

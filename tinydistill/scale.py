@@ -10,6 +10,7 @@ actors and keeps the pool's order and duplicate check on the driver, so a pool e
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Iterator, Sequence
@@ -108,10 +109,28 @@ def ray_engine(address: str | None = None, workers: int = 1, threads_per_worker:
                                    "batch_size": batch_size, "threads": threads_per_worker,
                                    "gpus": gpus_per_worker},
             num_cpus=threads_per_worker, num_gpus=gpus_per_worker or None)
-        for row in dataset.iter_rows():
-            yield int(row["index"]), json.loads(row["entry"])
+        with _user_errors():
+            for row in dataset.iter_rows():
+                yield int(row["index"]), json.loads(row["entry"])
 
     return engine
+
+
+@contextlib.contextmanager
+def _user_errors() -> Iterator[None]:
+    """A worker's ``TinyDistillError`` (a bad row in a shard) as the same one-line error on the driver.
+
+    Ray wraps it in its own exception whose text ends with the original traceback's last line."""
+    try:
+        yield
+    except TinyDistillError:
+        raise
+    except Exception as exc:
+        marker = "tinydistill.errors.TinyDistillError: "
+        lines = [line for line in str(exc).splitlines() if line.startswith(marker)]
+        if lines:
+            raise TinyDistillError(lines[-1][len(marker):]) from None
+        raise
 
 
 # ---------------------------------------------------------------------------------------------- augment
@@ -147,7 +166,8 @@ def ray_rounds(maker: Any, count: int, n: int, seed: int, address: str | None = 
         dataset = ray.data.from_items(items, override_num_blocks=max(len(items) // chunk, 1)).map_batches(
             _Drawer, batch_size=chunk, compute=ray.data.ActorPoolStrategy(size=workers),
             fn_constructor_kwargs={"maker": maker, "seed": seed, "n": n}, num_cpus=1)
-        for row in dataset.iter_rows():
-            yield int(row["sentence"]), json.loads(row["found"])
+        with _user_errors():
+            for row in dataset.iter_rows():
+                yield int(row["sentence"]), json.loads(row["found"])
 
     return draw
