@@ -104,7 +104,8 @@ def ray_engine(address: str | None = None, workers: int = 1, threads_per_worker:
         ray = connect(address)
         items = [{"index": index, "spec": json.dumps(spec)} for index, spec in todo]
         dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-            _Labeller, batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers),
+            # one shard in flight per actor: the next goes to whichever is free, so none idles at the end
+            _Labeller, batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1),
             fn_constructor_kwargs={"teacher_dir": teacher_dir, "out": out, "plan": plan,
                                    "batch_size": batch_size, "threads": threads_per_worker,
                                    "gpus": gpus_per_worker},
