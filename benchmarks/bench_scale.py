@@ -1,6 +1,6 @@
 """Labelling on Ray: texts/s of one worker and of two (one thread each), and the driver's memory on 1M texts.
 
-    python benchmarks/bench_scale.py --data-dir ../shared/data                    # scaling, MiniLM, 2000 texts
+    python benchmarks/bench_scale.py --data-dir ../shared/data                    # scaling, MiniLM, 8000 texts
     python benchmarks/bench_scale.py --texts 0 --memory 1000000                   # driver memory on 1M texts
 
 Scaling: the same SST-2 training texts (a Parquet file) are labelled through ``--engine ray`` by one actor,
@@ -151,7 +151,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", default=os.environ.get("TINYDISTILL_DATA"), help="shared data folder")
     parser.add_argument("--teacher", help="teacher folder (default: MiniLM with a random head, saved in --work)")
-    parser.add_argument("--texts", type=int, default=2000, help="SST-2 texts for the scaling runs (0: skip)")
+    parser.add_argument("--texts", type=int, default=8000, help="SST-2 texts for the scaling runs (0: skip)")
     parser.add_argument("--shard-rows", type=int, default=100, help="texts per shard in the scaling runs")
     parser.add_argument("--repeats", type=int, default=1, help="alternating 1-worker/2-worker runs; best is kept")
     parser.add_argument("--memory", type=int, default=0, help="synthetic texts for the memory run (0: skip)")
