@@ -280,6 +280,9 @@ def label_to_shards(teacher_dir: str, data: str | Sequence[str], out: str, *, te
     """
     from tinydistill.teacher import Teacher
 
+    # absolute: a Ray worker's current folder is not the driver's
+    out = out if "://" in out else os.path.abspath(out)
+    teacher_dir = os.path.abspath(teacher_dir)
     specs = plan_shards(data, rows_per_shard, text_column)  # first: bad input fails before any weights load
     teacher = Teacher.load(teacher_dir)  # the driver needs only the fingerprint and the label names
     plan = plan_digest(specs, teacher.fingerprint)
