@@ -146,7 +146,9 @@ def test_uris_in_and_out_and_bad_input(teacher_dir, texts_file, tmp_path, capsys
                           (["label", teacher_dir, "--data", str(tmp_path / "bad.jsonl"), "--out", str(tmp_path / "x")],
                            "bad.jsonl:2: empty or missing text in column 'text'"),
                           (["label", teacher_dir, "--data", texts_file, "--out", str(tmp_path / "y"), "--shard-rows",
-                            "0"], "--shard-rows must be positive")):
+                            "0"], "--shard-rows must be positive"),
+                          (["label", teacher_dir, "--data", texts_file, "--out", "x.jsonl", "--engine", "ray"],
+                           "--engine ray writes a folder")):
         capsys.readouterr()
         assert main(["-q", *args]) == 2
         err = capsys.readouterr().err

@@ -215,6 +215,10 @@ def label_shards(a: argparse.Namespace) -> None:
     from tinydistill.data import PAPER_DATASETS, load_paper_dataset
     from tinydistill.shards import label_to_shards
 
+    if a.out.endswith(".jsonl"):
+        raise TinyDistillError(f"--out {a.out}: --engine ray writes a folder of Parquet shards; give a folder")
+    if a.batch_size <= 0:
+        raise TinyDistillError(f"--batch-size must be positive, got {a.batch_size}")
     engine = None
     if a.engine == "ray":
         from tinydistill.scale import ray_engine
