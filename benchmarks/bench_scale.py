@@ -8,7 +8,9 @@ then by two, on a local Ray of 2 CPUs started once beforehand (so its start-up i
 actors load the teacher inside the timing). It prints texts/s end to end, and steady (texts of the shards
 after each actor's first, over the time from then to the last). The teacher is the packaged MiniLM with a
 random two-class head (the same arithmetic as a fine-tuned one) or ``--teacher FOLDER``. The runs alternate
-``--repeats`` times; the best of each is kept.
+``--repeats`` times; the best of each is kept. A control before and after (two processes against one on a
+fixed pure-Python loop) shows how much parallelism the machine gave at the time: on a shared machine the
+engine's ratio cannot exceed it.
 
 Memory: ``--memory N`` writes N synthetic sentences (words drawn from SST-2's vocabulary) to a Parquet file in
 a child process, then labels them through the ray engine with a tiny random BERT (2 layers, hidden 32) in
@@ -65,6 +67,28 @@ def tiny_teacher(words: list[str], folder: Path) -> str:
     return str(folder)
 
 
+def _spin(_: int) -> int:
+    total = 0
+    for i in range(20_000_000):
+        total += i * i
+    return total
+
+
+def machine_ratio() -> float:
+    """Work/s of two processes over one on a fixed pure-Python loop: the parallelism the machine gives now.
+
+    On a quiet 2-core machine it is ~2; when other jobs hold the cores it falls, and so does any engine's."""
+    import multiprocessing
+
+    rates = {}
+    for n in (1, 2):
+        start = time.perf_counter()
+        with multiprocessing.get_context("spawn").Pool(n) as pool:
+            pool.map(_spin, range(n))
+        rates[n] = n / (time.perf_counter() - start)
+    return rates[2] / rates[1]
+
+
 def scaling(args: argparse.Namespace, work: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -77,6 +101,8 @@ def scaling(args: argparse.Namespace, work: Path) -> None:
     source = work / "scaling-texts.parquet"
     pq.write_table(pa.table({"text": texts}), source)
     teacher = args.teacher or random_head_teacher("minilm", work / "minilm-random-head")
+    control = machine_ratio()
+    print(f"control: two processes do {control:.2f}x the pure-Python work of one right now", flush=True)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     rates: dict[int, list[float]] = {1: [], 2: []}
     steadies: dict[int, list[float]] = {1: [], 2: []}
@@ -109,7 +135,9 @@ def scaling(args: argparse.Namespace, work: Path) -> None:
                       "one_worker_texts_per_s": round(best[1], 1), "two_workers_texts_per_s": round(best[2], 1),
                       "ratio": round(best[2] / best[1], 2), "one_worker_steady": round(best_steady[1], 1),
                       "two_workers_steady": round(best_steady[2], 1),
-                      "steady_ratio": round(best_steady[2] / best_steady[1], 2), "load_average": os.getloadavg()}))
+                      "steady_ratio": round(best_steady[2] / best_steady[1], 2),
+                      "control_ratio_before": round(control, 2), "control_ratio_after": round(machine_ratio(), 2),
+                      "load_average": os.getloadavg()}))
 
 
 def write_synthetic(path: Path, n: int, words: list[str]) -> None:
