@@ -89,6 +89,24 @@ def machine_ratio() -> float:
     return rates[2] / rates[1]
 
 
+def padding_check(teacher_dir: str, texts: list[str]) -> str:
+    """Does the batch a text is labelled in move its logits? (The teacher pads each batch to its longest.)"""
+    import numpy as np
+    import torch
+
+    from tinydistill.teacher import Teacher
+
+    torch.set_num_threads(1)
+    teacher, texts = Teacher.load(teacher_dir), texts[:256]
+    whole = teacher.logits(texts, batch_size=64, progress=False)
+    again = teacher.logits(texts, batch_size=64, progress=False)
+    halves = np.concatenate([teacher.logits(texts[:128], batch_size=64, progress=False),
+                             teacher.logits(texts[128:], batch_size=64, progress=False)])
+    diff = np.abs(whole - halves).max(1)
+    return (f"padding: the same batches twice bit-identical: {np.array_equal(whole, again)}; in other batches "
+            f"{int((diff > 0).sum())} of {len(texts)} texts' logits move, by up to {diff.max():.3g}")
+
+
 def scaling(args: argparse.Namespace, work: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -101,6 +119,7 @@ def scaling(args: argparse.Namespace, work: Path) -> None:
     source = work / "scaling-texts.parquet"
     pq.write_table(pa.table({"text": texts}), source)
     teacher = args.teacher or random_head_teacher("minilm", work / "minilm-random-head")
+    print(padding_check(teacher, texts), flush=True)
     control = machine_ratio()
     print(f"control: two processes do {control:.2f}x the pure-Python work of one right now", flush=True)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
