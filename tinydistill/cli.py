@@ -96,6 +96,22 @@ def _overwrite_option(p: argparse.ArgumentParser, kind: str) -> None:
                    "(default: refuse, so that nothing tinydistill did not write is replaced)")
 
 
+def _scale_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", default="local", choices=["local", "ray"], help="local: this process; ray: a pool "
+                   "of Ray actors (needs the scale extra; --out must be a folder) (default: %(default)s)")
+    p.add_argument("--address", help="Ray cluster: auto (the one `ray start` runs here) or ray://HOST:10001 "
+                   "(default: start Ray in this process)")
+    p.add_argument("--workers", type=SIZE, default=1, help="Ray actors, each loading the teacher once "
+                   "(default: %(default)s)")
+    p.add_argument("--threads-per-worker", type=SIZE, default=1, help="CPUs (torch threads) per actor "
+                   "(default: %(default)s)")
+    p.add_argument("--gpus-per-worker", type=number(minimum=0), default=0.0,
+                   help="GPUs per actor (default: %(default)s)")
+    p.add_argument("--shard-rows", type=SIZE, default=10_000, help="texts per output shard: the unit of work and "
+                   "of resuming (default: %(default)s)")
+    p.add_argument("--batch-size", type=SIZE, default=64, help="texts per teacher batch (default: %(default)s)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="tinydistill", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
@@ -112,8 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     _data_options(p)
     _teacher_options(p)
     p.add_argument("--students", type=_csv, default=["cbow", "bilstm"], help="comma list of cbow, bilstm, cnn")
-    p.add_argument("--transfer", action="append", default=[], help="extra unlabelled text: an augment pool folder "
-                   "or a file (repeatable); the training split without labels is always included")
+    p.add_argument("--transfer", action="append", default=[], help="extra unlabelled text: an augment pool folder, "
+                   "a file, or a logit shard folder from `label --out DIR` (streamed when this run's teacher wrote it, "
+                   "else its texts are labelled again) (repeatable); the training split without labels is always "
+                   "included")
     p.add_argument("--transfer-size", type=SIZE, help="cap the transfer set at a seeded sample of this size")
     p.add_argument("--no-nods", dest="nods", action="store_false", help="skip the no-distillation twins")
     p.add_argument("--loss", default="mse", choices=["mse", "kl"], help="distillation loss (the paper: mse)")
@@ -134,17 +152,21 @@ def build_parser() -> argparse.ArgumentParser:
     _overwrite_option(p, "a teacher folder")
     p.set_defaults(func=cmd_train_teacher)
 
-    p = sub.add_parser("label", help="write teacher logits for a transfer set as JSON Lines (cached on disk)")
+    p = sub.add_parser("label", help="write teacher logits for a transfer set: JSON Lines, or Parquet shards "
+                       "labelled here or on a Ray cluster")
     p.add_argument("teacher_dir", help="a folder written by train-teacher or run (<run>/teacher)")
-    p.add_argument("--data", default="sst2", help="paper dataset (its training split), a file, or a pool folder")
+    p.add_argument("--data", default="sst2", help="paper dataset (its training split), a file, a pool folder, or "
+                   "(with --out DIR) a folder of .txt/.csv/.tsv/.jsonl/.parquet files, local or a pyarrow URI")
     p.add_argument("--data-dir")
     p.add_argument("--text-column", default="text")
-    p.add_argument("--out", required=True, help="JSON Lines file: {\"text\": ..., \"logits\": [...]} per line")
+    p.add_argument("--out", required=True, help="a .jsonl file ({\"text\": ..., \"logits\": [...]} per line), or "
+                   "a folder (local or URI) for Parquet logit shards + manifest.json, resumable shard by shard")
     _overwrite_option(p, "a file written by label")
+    _scale_options(p)
     p.set_defaults(func=cmd_label)
 
-    p = sub.add_parser("distil", help="train a student on a JSON Lines file of texts and teacher logits")
-    p.add_argument("transfer", help="file written by `tinydistill label`")
+    p = sub.add_parser("distil", help="train a student on texts and teacher logits written by `label`")
+    p.add_argument("transfer", help="a JSON Lines file or a logit shard folder (streamed) written by `label`")
     p.add_argument("--student", default="cbow", choices=["cbow", "bilstm", "cnn"])
     p.add_argument("--loss", default="mse", choices=["mse", "kl"])
     p.add_argument("--seed", type=SEED, default=0)
@@ -230,6 +252,9 @@ def cmd_label(a: argparse.Namespace) -> None:
     from tinydistill.pipeline import read_transfer
     from tinydistill.teacher import LogitCache, Teacher
 
+    if a.engine == "ray" or not a.out.endswith(".jsonl"):
+        label_shards(a)
+        return
     out = Path(a.out)
     companion = out.with_name(out.stem + ".labels.json")
     check_out_file(out, a.overwrite, ours=companion.exists())
@@ -247,49 +272,47 @@ def cmd_label(a: argparse.Namespace) -> None:
     print(json.dumps({"texts": len(texts), "out": str(out), "labels": teacher.label_names}))
 
 
-def cmd_distil(a: argparse.Namespace) -> None:
-    import numpy as np
+def label_shards(a: argparse.Namespace) -> None:
+    """`label` into a folder of Parquet logit shards, on this process or on Ray (resumable shard by shard)."""
+    from tinydistill.data import PAPER_DATASETS, load_paper_dataset
+    from tinydistill.shards import label_to_shards
 
+    if a.out.endswith(".jsonl"):
+        raise TinyDistillError(f"--out {a.out}: --engine ray writes a folder of Parquet shards; give a folder")
+    out = Path(a.out)
+    if "://" not in a.out and out.is_dir() and not a.overwrite:  # never mix shards into a folder of the user's
+        foreign = sorted(p.name for p in out.iterdir()
+                         if p.name != "manifest.json" and not p.name.startswith(("part-", ".")))
+        if foreign:
+            raise TinyDistillError(f"{out}: is a folder with files label did not write ({foreign[0]}); give a new "
+                                   "folder, or --overwrite to add the shards beside them")
+    engine = None
+    if a.engine == "ray":
+        from tinydistill.scale import ray_engine
+
+        engine = ray_engine(a.address, a.workers, a.threads_per_worker, a.gpus_per_worker)
+    data = load_paper_dataset(a.data, PAPER_DATASETS[a.data].train, a.data_dir).texts \
+        if a.data in PAPER_DATASETS else a.data
+    manifest = label_to_shards(a.teacher_dir, data, a.out, text_column=a.text_column, rows_per_shard=a.shard_rows,
+                               batch_size=a.batch_size, engine=engine, progress=not a.quiet)
+    print(json.dumps({"texts": manifest["rows"], "out": a.out, "labels": manifest["labels"],
+                      "shards": len(manifest["shards"]), "labelled": manifest["labelled"]}))
+
+
+def cmd_distil(a: argparse.Namespace) -> None:
     from tinydistill.distill import TrainConfig
+    from tinydistill.shards import read_logits
     from tinydistill.students import Student
 
-    texts: list[str] = []
-    logits: list[list[float]] = []
-    path = Path(a.transfer)
-    if not path.is_file():
-        raise TinyDistillError(f"{path}: {'a folder, not a file' if path.is_dir() else 'file not found'}")
-    check_out(a.out, "student", a.overwrite, source=path)
-    try:
-        with path.open(encoding="utf-8-sig") as handle:
-            for number, line in enumerate(handle, 1):
-                try:
-                    row = json.loads(line)
-                    text, values = row["text"], [float(v) for v in row["logits"]]
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeDecodeError):
-                    raise TinyDistillError(f"{path}:{number}: expected {{\"text\": ..., \"logits\": [...]}}") from None
-                if not isinstance(text, str) or len(values) < 2 or (logits and len(values) != len(logits[0])) \
-                        or not all(abs(v) <= 1e6 for v in values):  # also false for NaN
-                    width = len(logits[0]) if logits else "2 or more"
-                    raise TinyDistillError(f"{path}:{number}: expected a text and {width} finite logits, like "
-                                           "the lines before it")
-                texts.append(text)
-                logits.append(values)
-    except UnicodeDecodeError as exc:
-        raise TinyDistillError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-    companion = path.parent / (path.stem + ".labels.json")
-    labels = None
-    if companion.exists():
-        try:
-            labels = json.loads(companion.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError):
-            labels = None
-        if not isinstance(labels, list) or (logits and len(labels) != len(logits[0])):
-            raise TinyDistillError(f"{companion}: expected a JSON list of {len(logits[0]) if logits else ''} label "
-                                   "names, one per logit")
-    student = Student(a.student, train=TrainConfig(loss=a.loss, seed=a.seed)).fit(
-        texts, np.asarray(logits, dtype=np.float32), labels, progress=not a.quiet)
+    if "://" not in a.transfer:
+        check_out(a.out, "student", a.overwrite, source=Path(a.transfer))
+    # one file or a shard folder: the same streaming trainer, so the student depends on the rows, not the shards
+    source = read_logits(a.transfer)
+    student = Student(a.student, train=TrainConfig(loss=a.loss, seed=a.seed)).fit_source(
+        source, source.labels, progress=not a.quiet)
     # the teacher is not recorded in the transfer file: the card says what is known
-    student.provenance = {"method": "distilled", "data": str(path), "transfer": len(texts), "command": a.command_line}
+    student.provenance = {"method": "distilled", "data": str(a.transfer), "transfer": len(source),
+                          "command": a.command_line}
     student.save_pretrained(a.out, overwrite=a.overwrite)
     print(json.dumps({"student": a.out, "params": student.n_parameters(), **student.history_}))
 

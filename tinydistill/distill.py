@@ -189,3 +189,85 @@ def _fit(module: nn.Module, ids: Sequence[Sequence[int]], y: np.ndarray, c: Trai
                "val_size": int(n_val), "final_loss": float(np.mean(losses[-50:])) if losses else None}
     log.info("%s: %d steps, best at %d, held-out score %s", desc, step, best_step, history["val_score"])
     return history
+
+
+BLOCK_ROWS = 8192  # rows read, shuffled and length-bucketed together by the streaming trainer
+
+
+def fit_stream(module: nn.Module, source, encode, c: TrainConfig, progress: bool = True, desc: str = "distil",
+               block_rows: int | None = None) -> dict:
+    """Distil from a source read in row blocks (``shards.LogitShards`` or ``InMemoryLogits``); memory holds one
+    block, however large the transfer set.
+
+    ``source.read(start, stop)`` gives texts and logits; ``encode`` turns texts into id lists. The order is
+    a function of the row count and the seed only: a seeded sample of rows is held out (as in ``fit_module``);
+    each epoch visits the blocks of ``block_rows`` rows in a seeded order, and within a block shuffles,
+    length-buckets and shuffles batches as ``fit_module`` does over the whole set. So the same rows give the
+    same student whether they sit in one file or in many shards. ``block_rows`` defaults to ``BLOCK_ROWS``.
+    """
+    with torch_threads(c.threads):
+        return _fit_stream(module, source, encode, c, progress, desc, block_rows or BLOCK_ROWS)
+
+
+def _fit_stream(module: nn.Module, source, encode, c: TrainConfig, progress: bool, desc: str,
+                block_rows: int) -> dict:
+    rng = np.random.default_rng(c.seed)
+    torch.manual_seed(c.seed)
+    n = len(source)
+    n_val = min(int(n * c.val_fraction), c.val_max) if n >= 40 else 0
+    val = np.sort(rng.choice(n, n_val, replace=False)) if n_val else np.zeros(0, np.int64)
+    blocks = [(s, min(s + block_rows, n)) for s in range(0, n, block_rows)]
+    val_texts: list[str] = []
+    gold_parts = []
+    for start, stop in blocks:  # one pass that keeps only the held-out rows
+        inside = val[(val >= start) & (val < stop)] - start
+        if len(inside):
+            texts, logits = source.read(start, stop)
+            val_texts += [texts[i] for i in inside]
+            gold_parts.append(logits[inside].argmax(1))
+    gold_val = np.concatenate(gold_parts).astype(np.int64) if gold_parts else np.zeros(0, np.int64)
+    val_tokens, val_lengths = pad_ids(encode(val_texts)) if n_val else (np.zeros((0, 1), np.int64), np.zeros(0))
+
+    def train_rows(start: int, stop: int) -> np.ndarray:
+        return np.setdiff1d(np.arange(start, stop), val, assume_unique=True) - start
+
+    steps_per_epoch = max(sum(math.ceil(len(train_rows(s, e)) / c.batch_size) for s, e in blocks), 1)
+    total = min(max(c.epochs * steps_per_epoch, c.min_steps), c.max_steps)
+    eval_every = min(max(steps_per_epoch, 50), 500)
+    optimiser = torch.optim.Adam(module.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+    best_score, best_step, best_state = -1.0, 0, copy.deepcopy(module.state_dict())
+    since_best, step, losses = 0, 0, []
+    module.train()
+    bar = tqdm(total=total, desc=desc, disable=not progress, leave=False, unit="step")
+    while step < total and since_best < c.patience:
+        for b in rng.permutation(len(blocks)):
+            start, stop = blocks[b]
+            texts, logits = source.read(start, stop)
+            tokens, lengths = pad_ids(encode(texts))
+            target = torch.from_numpy(np.asarray(logits, dtype=np.float32))
+            for rows in _batches(train_rows(start, stop), lengths, c.batch_size, rng):
+                loss = _loss(module(*_batch(tokens, lengths, rows)), target[rows], None, c)
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+                losses.append(float(loss.detach()))
+                step += 1
+                bar.update(1)
+                if step % eval_every == 0 or step == total:
+                    recent = float(np.mean(losses[-50:]))
+                    score = _agreement(module, val_tokens, val_lengths, gold_val) if n_val else -recent
+                    bar.set_postfix(loss=f"{recent:.4f}", val=f"{score:.3f}")
+                    since_best = 0 if score > best_score else since_best + 1
+                    if score >= best_score:
+                        best_score, best_step, best_state = score, step, copy.deepcopy(module.state_dict())
+                if step >= total or since_best >= c.patience:
+                    break
+            if step >= total or since_best >= c.patience:
+                break
+    bar.close()
+    module.load_state_dict(best_state)
+    module.eval()
+    history = {"steps": step, "best_step": best_step, "val_score": best_score if n_val else None,
+               "val_size": int(n_val), "final_loss": float(np.mean(losses[-50:])) if losses else None}
+    log.info("%s: %d steps, best at %d, held-out score %s", desc, step, best_step, history["val_score"])
+    return history

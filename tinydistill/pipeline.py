@@ -25,6 +25,7 @@ from tinydistill.errors import TinyDistillError, check_number
 from tinydistill.evaluate import headline, latency, scores, throughput
 from tinydistill.finetune import Recipe, get_recipe, self_train, train_teacher
 from tinydistill.folders import RUN_MARKER, check_out, locked, write_atomic
+from tinydistill.shards import ConcatLogits, InMemoryLogits, LogitShards, is_logit_folder
 from tinydistill.students import ARCHITECTURES, Student
 from tinydistill.teacher import LogitCache, Teacher
 
@@ -86,6 +87,7 @@ class Task:
     transfer: list[str]
     test: data_mod.Split
     metric: str
+    shards: list[str] = field(default_factory=list)  # logit shard folders (`label --out DIR`), streamed by `run`
 
 
 def load_task(c: RunConfig, transfer: bool = True) -> Task:
@@ -122,7 +124,11 @@ def load_task(c: RunConfig, transfer: bool = True) -> Task:
     labeled = train if size == len(train) else data_mod.stratified_sample(train, size, c.seed)[0]
     data_mod.check_trainable(labeled)
     texts = list(train.texts) + extra
+    logit_folders = []
     for source in c.transfer if transfer else ():
+        if is_logit_folder(source):  # labelled already: `run` streams them when its teacher wrote them
+            logit_folders.append(source)
+            continue
         texts += read_transfer(source, c.text_column)
     if c.transfer_size is not None and c.transfer_size < len(texts):
         keep = np.sort(np.random.default_rng(c.seed).choice(len(texts), c.transfer_size, replace=False))
@@ -130,13 +136,15 @@ def load_task(c: RunConfig, transfer: bool = True) -> Task:
     texts = [t for t in texts if t.strip()]
     if not texts:
         raise TinyDistillError(f"{train.source}: the transfer set is empty")
-    return Task(labeled, texts, test, metric)
+    return Task(labeled, texts, test, metric, logit_folders)
 
 
 def read_transfer(source: str, text_column: str = "text") -> list[str]:
     """Unlabelled texts from an augmentation pool folder, a plain text file (one text a line) or a
     CSV/TSV/JSONL/Parquet file (its `text_column`)."""
     path = Path(source)
+    if is_logit_folder(source):
+        return list(LogitShards(source).iter_texts())
     if path.is_dir():
         from tinydistill.pools import read_pool
 
@@ -284,6 +292,14 @@ def _run(c: RunConfig, task: Task, run_dir: Path, progress: bool) -> dict:
     log.info("data: %d labelled, %d transfer, %d test (%s)", len(task.labeled), len(task.transfer),
              len(task.test), task.test.source)
     teacher = get_teacher(c, task, run_dir / "teacher", progress)
+    streamed = []
+    for folder in task.shards:
+        shards = LogitShards(folder)
+        if shards.manifest["teacher"]["fingerprint"] == teacher.fingerprint:
+            streamed.append(shards)
+        else:  # another teacher's logits: only its texts are of use, labelled here in memory
+            log.warning("%s holds another teacher's logits; labelling its %d texts again", folder, len(shards))
+            task.transfer += [t for t in shards.iter_texts() if t.strip()]
     cache = LogitCache(cache_root() / "logits.sqlite")
     transfer_logits = teacher.logits(task.transfer, cache=cache, progress=progress)
     n_classes = len(task.labeled.label_names)
@@ -294,10 +310,15 @@ def _run(c: RunConfig, task: Task, run_dir: Path, progress: bool) -> dict:
              **scores(gold, teacher_pred, n_classes), "training": teacher.info.get("training")}]
     models: dict[str, Student] = {}
     train_cfg = TrainConfig(loss=c.loss, seed=c.seed)
-    transfer_key = digest(teacher.fingerprint, task.transfer)
+    transfer_key = digest(teacher.fingerprint, task.transfer, *[s.manifest["shards"] for s in streamed])
     vectors = word_vectors(c.glove)
     for name in c.students:
         key = digest(name, train_cfg.to_dict(), transfer_key, vectors is not None)
+        if streamed:  # shard folders join the transfer set block by block (distill.fit_stream), never in memory
+            source = ConcatLogits([InMemoryLogits(task.transfer, transfer_logits), *streamed])
+            models[name] = get_student(name, run_dir / "students" / name, key, lambda: Student(
+                name, train=train_cfg, vectors=vectors).fit_source(source, task.labeled.label_names, progress))
+            continue
         models[name] = get_student(name, run_dir / "students" / name, key, lambda: Student(
             name, train=train_cfg, vectors=vectors).fit(task.transfer, transfer_logits, task.labeled.label_names,
                                                         progress=progress))
@@ -320,7 +341,8 @@ def _run(c: RunConfig, task: Task, run_dir: Path, progress: bool) -> dict:
         row["compression"] = teacher_params / row["params"]
         row["headline"] = headline(task.metric, row)
     results = {"config": asdict(c), "metric": task.metric, "sizes": {
-        "labeled": len(task.labeled), "transfer": len(task.transfer), "test": len(task.test)},
+        "labeled": len(task.labeled), "transfer": len(task.transfer) + sum(len(s) for s in streamed),
+        "test": len(task.test)},
         "test_split": task.test.source, "rows": rows, "seconds": round(time.time() - started, 1)}
     results["command"] = command_line(c)
     write_json(run_dir / "results.json", results)

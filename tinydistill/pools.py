@@ -36,17 +36,21 @@ def _key(text: str) -> bytes:
     return hashlib.blake2b(text.encode(), digest_size=8).digest()
 
 
-def _stream(maker, count: int, n: int, seed: int, start: tuple[int, int, int], seen: set[bytes]):
+def _stream(maker, count: int, n: int, seed: int, start: tuple[int, int, int], seen: set[bytes], draw=None):
     """Yield ``(variant, cursor)`` over rounds of all sentences, each variant new to ``seen``.
 
     Round ``r`` draws sentence ``i``'s variants from the seed ``(seed, r, i)``, so the stream can restart at a
     cursor ``(r, i, j)``: the ``j``-th variant of that draw. It ends after a round that added nothing.
+    ``draw(r, i0)`` yields ``(i, variants)`` for ``i`` from ``i0`` in order (default: drawn here, one by one;
+    ``tinydistill.scale.ray_rounds`` draws them on Ray actors with the same seeds).
     """
+    if draw is None:
+        def draw(r: int, i0: int):
+            return ((i, maker.variants(i, np.random.default_rng([seed, r, i]), n)) for i in range(i0, count))
     r, i0, j0 = start
     added = start != (0, 0, 0)  # a resumed round had added something before the kill, or it would have ended
     while True:
-        for i in range(i0, count):
-            found = maker.variants(i, np.random.default_rng([seed, r, i]), n)
+        for i, found in draw(r, i0):
             for j in range(j0, len(found)):
                 key = _key(found[j])
                 if key not in seen:
@@ -100,13 +104,15 @@ def _read_manifest(out: Path) -> dict:
 def write_pool(sentences: Sequence[str], out_dir: str | os.PathLike, size: int, method: str = "glove",
                n: int = 20, p: float = 0.4, k: int = 15, seed: int = 0, shard_size: int = 100_000, *,
                neighbours: dict[str, list[str]] | None = None, mlm=None, tagger: Tagger | None = None,
-               tang: TangOps = TangOps(), progress: bool = True) -> Path:  # noqa: B008 (TangOps is frozen)
+               tang: TangOps = TangOps(), progress: bool = True,  # noqa: B008 (TangOps is frozen)
+               engine=None) -> Path:
     """Write ``size`` distinct variants of ``sentences`` to ``out_dir`` in gzip shards; return ``out_dir``.
 
     Rounds of ``iter_augmented`` (round r uses seed (seed, r)) run until ``size`` is reached or a round adds
     nothing new (then a warning and a smaller pool). Each finished shard is written atomically and recorded
     in ``manifest.json`` with the cursor after its last line; calling again with the same arguments resumes
-    there, and with different ones is refused. Arguments as in ``iter_augmented``.
+    there, and with different ones is refused. Arguments as in ``iter_augmented``. ``engine(maker, count, n,
+    seed)``, if given, returns the ``draw`` of ``_stream`` (``tinydistill.scale.ray_rounds``): the same pool.
     """
     if size <= 0 or shard_size <= 0:
         raise TinyDistillError(f"pool size and shard size must be positive, got {size} and {shard_size}")
@@ -146,7 +152,8 @@ def write_pool(sentences: Sequence[str], out_dir: str | os.PathLike, size: int, 
         buffer.clear()
 
     with tqdm(total=size, initial=done, unit="sent", desc=f"augment {method}", disable=not progress) as bar:
-        for line, cursor in _stream(maker, len(sentences), n, seed, start, seen):
+        draw = engine(maker, len(sentences), n, seed) if engine else None
+        for line, cursor in _stream(maker, len(sentences), n, seed, start, seen, draw):
             buffer.append(line)
             bar.update()
             if len(buffer) == shard_size or done + len(buffer) == size:
@@ -177,14 +184,25 @@ def read_pool(out_dir: str | os.PathLike) -> list[str]:
 
 def augment_command(data: str, split: str, size: int, out: str, method: str = "glove", n: int = 20,
                     p: float = 0.4, k: int = 15, seed: int = 0, data_dir: str | None = None,
-                    mlm: str | None = None) -> Path:
+                    mlm: str | None = None, engine: str = "local", address: str | None = None,
+                    workers: int = 1) -> Path:
     """``tinydistill augment``: load sentences and candidate sources by name, then ``write_pool``.
 
     ``data``: a paper dataset name (with ``split``) or a plain text file, one sentence a line.
     ``mlm``: a masked LM's hub name or folder, for ``method="mlm"``.
+    ``engine``: ``local`` (this process) or ``ray`` (``workers`` actors on the Ray at ``address``; same pool).
     """
     if method not in METHODS:
         raise TinyDistillError(f"unknown augmentation method {method!r}; expected one of {list(METHODS)}")
+    draw = None
+    if engine == "ray":
+        from tinydistill.scale import ray_rounds, require_ray
+
+        require_ray()  # before the candidates are built: a missing extra fails in a second
+        def draw(maker, count, n, seed):
+            return ray_rounds(maker, count, n, seed, address=address, workers=workers)
+    elif engine != "local":
+        raise TinyDistillError(f"unknown --engine {engine!r}; expected 'local' or 'ray'")
     if Path(data).is_file():
         lines = Path(data).read_text(encoding="utf-8").splitlines()
         sentences = [line.strip() for line in lines if line.strip()]
@@ -203,7 +221,7 @@ def augment_command(data: str, split: str, size: int, out: str, method: str = "g
             neighbours = glove_neighbours(sentences, k)
         except TinyDistillError as exc:
             log.warning("%s; words the masked LM cannot score stay as they are", exc)
-    return write_pool(sentences, out, size, method, n, p, k, seed, neighbours=neighbours, mlm=model)
+    return write_pool(sentences, out, size, method, n, p, k, seed, neighbours=neighbours, mlm=model, engine=draw)
 
 
 def register_cli(sub) -> None:
@@ -227,5 +245,11 @@ def register_cli(sub) -> None:
                    help="replacement probability per word (default: %(default)s)")
     p.add_argument("-k", type=SIZE, default=15, help="candidates per word (default: %(default)s)")
     p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--engine", default="local", choices=["local", "ray"], help="ray: draw variants on Ray actors "
+                   "(needs the scale extra); the same seeds give the same pool (default: %(default)s)")
+    p.add_argument("--address", help="Ray cluster for --engine ray: auto (started by `ray start`) or "
+                   "ray://HOST:10001 (default: a Ray started in this process)")
+    p.add_argument("--workers", type=SIZE, default=1, help="Ray actors for --engine ray (default: %(default)s)")
     p.set_defaults(func=lambda a: print(augment_command(a.data, a.split, a.size, a.out, a.method, a.n, a.p, a.k,
-                                                        a.seed, a.data_dir, a.mlm)))
+                                                        a.seed, a.data_dir, a.mlm, a.engine, a.address,
+                                                        a.workers)))

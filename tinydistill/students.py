@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -159,11 +159,40 @@ class Student:
         if len(texts) == 0:
             raise TinyDistillError("no texts to train on")
         n_classes = y.shape[1] if y.ndim == 2 else int(len(label_names) if label_names else y.max() + 1)
+        self._build(n_classes, vocab_texts if vocab_texts is not None else texts, label_names)
+        desc = f"{self.model_type} {'distil' if y.ndim == 2 else 'NoDs'}"
+        self.history_ = fit_module(self.module_, self.vocab_.encode_batch(texts), y, self.train or TrainConfig(),
+                                   hard=None if hard is None else np.asarray(hard), progress=progress, desc=desc)
+        return self
+
+    def fit_source(self, source, label_names: Sequence[str] | None = None, progress: bool = True) -> Student:
+        """Distil from a transfer set read in row blocks (``shards.LogitShards`` or ``InMemoryLogits``).
+
+        One streaming pass counts the words for the vocabulary; training then reads one block at a time
+        (``distill.fit_stream``), so memory does not grow with the transfer set.
+        """
+        from tinydistill import distill
+
+        if len(source) == 0:
+            raise TinyDistillError("no texts to train on")
+        n_classes = source.read(0, 1)[1].shape[1]
+        size = distill.BLOCK_ROWS
+        texts = (text for start in range(0, len(source), size)
+                 for text in source.read(start, min(start + size, len(source)))[0])
+        self._build(n_classes, texts, label_names)
+        self.history_ = distill.fit_stream(self.module_, source, self.vocab_.encode_batch,
+                                           self.train or distill.TrainConfig(), progress=progress,
+                                           desc=f"{self.model_type} distil")
+        return self
+
+    def _build(self, n_classes: int, vocab_texts: Iterable[str], label_names: Sequence[str] | None) -> None:
+        """The vocabulary from ``vocab_texts`` and a fresh module (seeded, optionally with word vectors)."""
+        from tinydistill.distill import TrainConfig
+
         config_cls, module_cls = ARCHITECTURES[self.model_type]
         config = replace(self.config) if self.config else config_cls()  # a copy: fit never edits its params
         config.n_classes = n_classes
-        self.vocab_ = Vocabulary.build(vocab_texts if vocab_texts is not None else texts, config.vocab_size,
-                                       TokenizerConfig(max_length=config.max_length))
+        self.vocab_ = Vocabulary.build(vocab_texts, config.vocab_size, TokenizerConfig(max_length=config.max_length))
         config.vocab_size = len(self.vocab_)  # a small corpus may give fewer words than asked
         self.config_ = config
         torch.manual_seed((self.train or TrainConfig()).seed)
@@ -171,10 +200,6 @@ class Student:
         if self.vectors is not None:
             init_embeddings(self.module_.embedding, self.vocab_, *self.vectors)
         self.classes_ = np.array(list(label_names) if label_names else [str(i) for i in range(n_classes)])
-        desc = f"{self.model_type} {'distil' if y.ndim == 2 else 'NoDs'}"
-        self.history_ = fit_module(self.module_, self.vocab_.encode_batch(texts), y, self.train or TrainConfig(),
-                                   hard=None if hard is None else np.asarray(hard), progress=progress, desc=desc)
-        return self
 
     # ------------------------------------------------------------------------------------- predict
     @torch.no_grad()
