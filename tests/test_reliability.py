@@ -592,29 +592,44 @@ def test_serve_drops_idle_connections(place):
 # ---------------------------------------------------------------------------------------- kill and resume
 
 
+def _run_command(place: Path, tiny_bert: str, out: Path) -> list[str]:
+    return [sys.executable, "-m", "tinydistill.cli", "-q", "--threads", "1", "run", "--data", str(place / "train.csv"),
+            "--test", str(place / "test.csv"), "--labeled", "40", "--teacher", tiny_bert, "--recipe", "paper",
+            "--teacher-epochs", "3", "--teacher-lr", "1e-3", "--max-length", "16", "--students", "cbow,bilstm",
+            "--no-nods", "--no-speed", "--no-glove", "--out", str(out)]
+
+
+def _run_env(cache: Path) -> dict:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), *sys.path]),
+            "TINYDISTILL_CACHE": str(cache)}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(place, tiny_bert, tmp_path_factory) -> list:
+    out = tmp_path_factory.mktemp("whole")
+    done = subprocess.run(_run_command(place, tiny_bert, out / "run"), env=_run_env(out / "cache"),
+                          capture_output=True, timeout=900)
+    assert done.returncode == 0, done.stderr.decode()
+    return json.loads((out / "run" / "results.json").read_text())["rows"]
+
+
 @pytest.mark.slow
-def test_a_killed_run_resumes_to_the_same_results(place, tiny_bert, tmp_path):
-    """Kill `tinydistill run` while it trains, rerun it: the same results as a run never killed."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), *sys.path]),
-           "TINYDISTILL_CACHE": str(tmp_path / "cache")}
-
-    def command(out: str) -> list[str]:
-        return [sys.executable, "-m", "tinydistill.cli", "-q", "--threads", "1", "run", "--data",
-                str(place / "train.csv"), "--test", str(place / "test.csv"), "--labeled", "40", "--teacher", tiny_bert,
-                "--recipe", "paper", "--teacher-epochs", "3", "--teacher-lr", "1e-3", "--max-length", "16",
-                "--students", "cbow,bilstm", "--no-nods", "--no-speed", "--no-glove", "--out", str(tmp_path / out)]
-
-    assert subprocess.run(command("whole"), env=env, capture_output=True, timeout=600).returncode == 0
-    shutil.rmtree(tmp_path / "cache")
-    killed = subprocess.Popen(command("killed"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not (tmp_path / "killed" / "students" / "cbow" / "train.json").exists() and time.time() < deadline:
-        time.sleep(0.05)  # the teacher and the first student are done: kill it during the second
+@pytest.mark.parametrize("kill_after", ["run.json", "teacher/teacher.json", "students/cbow/train.json"],
+                         ids=["teacher", "labels-and-first-student", "second-student"])
+def test_a_killed_run_resumes_to_the_same_results(place, tiny_bert, tmp_path, uninterrupted, kill_after):
+    """Kill `tinydistill run` (SIGKILL) in each stage, rerun it: the same results as a run never killed."""
+    out, env = tmp_path / "run", _run_env(tmp_path / "cache")
+    killed = subprocess.Popen(_run_command(place, tiny_bert, out), env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while not (out / kill_after).exists() and killed.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.5)  # into the next stage's work
     killed.kill()
     killed.wait()
-    assert not (tmp_path / "killed" / "results.json").exists()
-    assert subprocess.run(command("killed"), env=env, capture_output=True, timeout=600).returncode == 0
-    whole = json.loads((tmp_path / "whole" / "results.json").read_text())["rows"]
-    resumed = json.loads((tmp_path / "killed" / "results.json").read_text())["rows"]
-    assert [(r["model"], r["accuracy"], r["macro_f1"]) for r in whole] == \
+    assert not (out / "results.json").exists()
+    done = subprocess.run(_run_command(place, tiny_bert, out), env=env, capture_output=True, timeout=900)
+    assert done.returncode == 0, done.stderr.decode()
+    resumed = json.loads((out / "results.json").read_text())["rows"]
+    assert [(r["model"], r["accuracy"], r["macro_f1"]) for r in uninterrupted] == \
         [(r["model"], r["accuracy"], r["macro_f1"]) for r in resumed]
