@@ -147,11 +147,11 @@ def read_pool(out_dir: str | os.PathLike) -> list[str]:
 
 def augment_command(data: str, split: str, size: int, out: str, method: str = "glove", n: int = 20,
                     p: float = 0.4, k: int = 15, seed: int = 0, data_dir: str | None = None,
-                    mlm: str | None = None) -> Path:
+                    mlm: str | None = None, device: str | None = None) -> Path:
     """``tinydistill augment``: load sentences and candidate sources by name, then ``write_pool``.
 
     ``data``: a paper dataset name (with ``split``) or a plain text file, one sentence a line.
-    ``mlm``: a masked LM's hub name or folder, for ``method="mlm"``.
+    ``mlm``: a masked LM's hub name or folder, for ``method="mlm"``, run on ``device`` (``auto``, ``cpu``, ``cuda``...).
     """
     if method not in METHODS:
         raise TinyDistillError(f"unknown augmentation method {method!r}; expected one of {list(METHODS)}")
@@ -168,7 +168,7 @@ def augment_command(data: str, split: str, size: int, out: str, method: str = "g
     if method == "mlm":
         if not mlm:
             raise TinyDistillError("method 'mlm' needs a masked LM (--mlm NAME, e.g. bert-base-uncased)")
-        model = load_mlm(mlm)
+        model = load_mlm(mlm, device)
         try:
             neighbours = glove_neighbours(sentences, k)
         except TinyDistillError as exc:
@@ -194,5 +194,8 @@ def register_cli(sub) -> None:
     p.add_argument("-p", type=float, default=0.4, help="replacement probability per word (default: %(default)s)")
     p.add_argument("-k", type=int, default=15, help="candidates per word (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
+    from tinydistill.cli import device_options
+
+    device_options(p, labelling=False)  # where --method mlm runs its masked LM
     p.set_defaults(func=lambda a: print(augment_command(a.data, a.split, a.size, a.out, a.method, a.n, a.p, a.k,
-                                                        a.seed, a.data_dir, a.mlm)))
+                                                        a.seed, a.data_dir, a.mlm, a.device)))
