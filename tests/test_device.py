@@ -177,3 +177,20 @@ def test_cli_label_int8_needs_labels_to_check_against(tmp_path, monkeypatch, tin
                  "--device", "cpu", "--label-precision", "int8"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["labelling"] == {"device": "cpu", "precision": "fp32", "requested": "int8", "checked_on": None}
+
+
+def test_gpu_check_says_no_cuda_device_and_exits_0_on_a_cpu(no_gpu, monkeypatch, capsys):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(sys, "argv", ["gpu_check.py"])
+    assert module.main() == 0
+    assert capsys.readouterr().out.startswith("no CUDA device")
+    monkeypatch.setattr(sys, "argv", ["gpu_check.py", "--require-gpu"])
+    assert module.main() == 3
