@@ -126,7 +126,7 @@ def train_teacher(base: str, texts: Sequence[str], labels: Sequence[int], label_
     if recipe.members > 1:
         members = [train_teacher(base, texts, labels, label_names, replace(recipe, members=1, seed=recipe.seed + k),
                                  progress, pool, device) for k in range(recipe.members)]
-        return Teacher.committee(members, recipe.to_info())
+        return Teacher.committee(members, recipe.to_info()).to(members[0].device)  # where the members are
     with torch_threads(recipe.threads or torch.get_num_threads()):
         teacher = _train(base, texts, labels, label_names, replace(recipe, self_train=0), progress, device)
     if recipe.self_train > 0 and pool:
