@@ -4,7 +4,7 @@
     PYTHONPATH=. python benchmarks/gpu_check.py --device cpu    # a rehearsal of every step on the CPU, tiny sizes
 
 1. Logits: a tiny random BERT teacher labels the same texts on the CPU (the fp32 path every cached result
-   comes from) and on the GPU: in fp32 they must match to 1e-4, under bf16/fp16 autocast within a half-precision
+   comes from) and on the GPU: in fp32 they must match to ~1e-4, under bf16/fp16 autocast within a half-precision
    tolerance with the same argmax on at least 97% of the texts.
 2. Fine-tuning: a few steps of `train_teacher` on the GPU; the loss must stay finite and the dtype seen inside
    the forward pass (the outputs of the encoder's linear layers) must be bf16 (fp16 on cards without bf16).
@@ -92,10 +92,10 @@ def check_logits(device: torch.device, folder: Path, n: int) -> None:
         enc = cpu.tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="pt").to(device)
         with torch.inference_mode():
             fp32 = on_device.model(enc["input_ids"], enc["attention_mask"]).float().cpu().numpy()
-    diff32 = float(np.abs(fp32 - reference).max())
-    check(diff32 <= 1e-4, f"fp32 on {device} matches the CPU: max |diff| {diff32:.2e} (<= 1e-4)")
+    diff32, scale = float(np.abs(fp32 - reference).max()), float(np.abs(reference).max())
+    tolerance32 = 1e-5 * scale + 1e-4  # fp32 kernels differ in summation order only
+    check(diff32 <= tolerance32, f"fp32 on {device} matches the CPU: max |diff| {diff32:.2e} (<= {tolerance32:.1e})")
     half = on_device._compute(texts, 64, progress=False)  # the labelling path: autocast, token-budget batches
-    scale = float(np.abs(reference).max())
     diff = float(np.abs(half - reference).max())
     agree = float((half.argmax(1) == reference.argmax(1)).mean())
     tolerance = 0.03 * scale + 0.02  # bf16 keeps 8 bits of mantissa: ~0.4% per op, a few ops deep
