@@ -104,7 +104,7 @@ def test_int8_teacher_is_keyed_apart_and_close_to_fp32(teacher, tmp_path):
     texts, gold = toy_texts(60, seed=6)
     int8 = teacher.int8()
     assert int8.precision == "int8" and int8.fingerprint == teacher.fingerprint
-    assert int8.logit_key == f"{teacher.fingerprint}-int8" != teacher.logit_key
+    assert int8.logit_key == f"{teacher.fingerprint}-int8-per-channel" != teacher.logit_key
     assert not any(type(m) is torch.nn.Linear for m in int8.model.modules())  # every nn.Linear swapped for int8
     assert type(teacher.model.head) is torch.nn.Linear  # the fp32 teacher is left alone
     fp32, q = teacher.logits(texts, progress=False), int8.logits(texts, progress=False)
@@ -153,7 +153,7 @@ def test_pipeline_records_devices_and_labels_in_int8_where_the_guard_allows(tmp_
     teacher = pipeline.Teacher.load(c.run_dir() / "teacher")
     assert json.loads((c.run_dir() / "teacher" / "teacher.json").read_text())["training"]["device"] == "cpu"
     cache = LogitCache(tmp_path / "cache" / "logits.sqlite")
-    key = teacher.logit_key + ("-int8" if labelling["precision"] == "int8" else "")
+    key = teacher.logit_key + ("-int8-per-channel" if labelling["precision"] == "int8" else "")
     assert all(row is not None for row in cache.get(key, pipeline.load_task(c).transfer))
 
     # the guard refusing int8: fp32 labels, and the teacher's key on the CPU is the one from before devices
