@@ -137,9 +137,14 @@ def glove_neighbours(sentences: Sequence[str], k: int = 15,
     return build_neighbour_table(words, vocab, vectors, k, max_candidates)
 
 
-def load_mlm(name: str):
-    """Load a masked LM and its tokenizer by hub name or folder; a one-line error if it has no MLM head."""
+def load_mlm(name: str, device=None):
+    """Load a masked LM and its tokenizer by hub name or folder, on `device` (a `device.resolve_device` spec; None:
+    the CPU); a one-line error if it has no MLM head."""
     from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    from tinydistill.device import resolve_device
+
+    place = resolve_device(device or "cpu")  # a device torch does not see fails before the weights load
 
     try:
         model, info = AutoModelForMaskedLM.from_pretrained(name, output_loading_info=True)
@@ -153,6 +158,7 @@ def load_mlm(name: str):
         missing = head[0] if head else "a mask token"
         raise TinyDistillError(f"{name!r} has no masked-LM head (it lacks {missing}); name a model trained "
                                "with one, such as bert-base-uncased")
+    model.to(place)  # `mlm_candidates` feeds it on `model.device`
     return model.eval(), tokenizer
 
 

@@ -40,6 +40,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     seed: int = 0
     threads: int = 1  # tiny matrices gain nothing from more; more threads thrash when the CPU is shared
+    device: str = "cpu"  # "cuda"/"auto" trains on a GPU (a BiLSTM on a million texts); the module ends on the CPU
 
     def __post_init__(self) -> None:
         if self.loss not in ("mse", "kl"):
@@ -54,7 +55,10 @@ class TrainConfig:
             check_number(name, getattr(self, name), "int", minimum=low)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if d["device"] == "cpu":  # off: the keys of students trained before this option existed still hold
+            del d["device"]
+        return d
 
 
 @contextlib.contextmanager
@@ -77,9 +81,13 @@ def pad_ids(ids: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
     return out, lengths
 
 
-def _batch(tokens: np.ndarray, lengths: np.ndarray, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+def _batch(tokens: np.ndarray, lengths: np.ndarray, rows: np.ndarray,
+           device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(int(lengths[rows].max()), 1)
-    return torch.from_numpy(tokens[rows, :width]), torch.from_numpy(lengths[rows])
+    ids, n = torch.from_numpy(tokens[rows, :width]), torch.from_numpy(lengths[rows])
+    if device is None or device.type == "cpu":
+        return ids, n
+    return ids.to(device, non_blocking=True), n.to(device, non_blocking=True)
 
 
 def _batches(rows: np.ndarray, lengths: np.ndarray, size: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -115,12 +123,13 @@ def _loss(scores: torch.Tensor, target: torch.Tensor, hard: torch.Tensor | None,
 
 
 @torch.no_grad()
-def _agreement(module: nn.Module, tokens: np.ndarray, lengths: np.ndarray, gold: np.ndarray) -> float:
+def _agreement(module: nn.Module, tokens: np.ndarray, lengths: np.ndarray, gold: np.ndarray,
+               device: torch.device | None = None) -> float:
     module.eval()
     hits = 0
     for start in range(0, len(gold), 1024):
         rows = np.arange(start, min(start + 1024, len(gold)))
-        hits += int((module(*_batch(tokens, lengths, rows)).argmax(1).numpy() == gold[rows]).sum())
+        hits += int((module(*_batch(tokens, lengths, rows, device)).argmax(1).cpu().numpy() == gold[rows]).sum())
     module.train()
     return hits / max(len(gold), 1)
 
@@ -129,14 +138,25 @@ def fit_module(module: nn.Module, ids: Sequence[Sequence[int]], y: np.ndarray, c
                hard: np.ndarray | None = None, progress: bool = True, desc: str = "train") -> dict:
     """Train `module` in place on encoded texts; returns a history with the chosen step and score.
 
-    `y` is (n, classes) float logits to distil from, or (n,) int class indices for plain supervision.
+    `y` is (n, classes) float logits to distil from, or (n,) int class indices for plain supervision. With
+    `c.device` a GPU, training runs there (in fp32: the students are small) and the module is moved back to the
+    CPU at the end; the history says where it trained.
     """
+    from tinydistill.device import resolve_device
+
+    device = resolve_device(c.device)
     with torch_threads(c.threads):
-        return _fit(module, ids, y, c, hard, progress, desc)
+        if device.type == "cpu":
+            return _fit(module, ids, y, c, hard, progress, desc)
+        try:
+            module.to(device)
+            return {**_fit(module, ids, y, c, hard, progress, desc, device), "device": str(device)}
+        finally:
+            module.cpu()
 
 
 def _fit(module: nn.Module, ids: Sequence[Sequence[int]], y: np.ndarray, c: TrainConfig,
-         hard: np.ndarray | None, progress: bool, desc: str) -> dict:
+         hard: np.ndarray | None, progress: bool, desc: str, device: torch.device | None = None) -> dict:
     rng = np.random.default_rng(c.seed)
     torch.manual_seed(c.seed)
     tokens, lengths = pad_ids(ids)
@@ -144,6 +164,9 @@ def _fit(module: nn.Module, ids: Sequence[Sequence[int]], y: np.ndarray, c: Trai
     is_soft = y.ndim == 2
     target = torch.from_numpy(y.astype(np.float32)) if is_soft else torch.from_numpy(y.astype(np.int64))
     hard_t = torch.from_numpy(np.asarray(hard, dtype=np.int64)) if hard is not None else None
+    if device is not None:  # the targets live where the module does; batches are indexed there
+        target = target.to(device)
+        hard_t = hard_t.to(device) if hard_t is not None else None
 
     n = len(y)
     n_val = min(int(n * c.val_fraction), c.val_max) if n >= 40 else 0
@@ -162,8 +185,9 @@ def _fit(module: nn.Module, ids: Sequence[Sequence[int]], y: np.ndarray, c: Trai
     bar = tqdm(total=total, desc=desc, disable=not progress, leave=False, unit="step")
     while step < total:
         for rows in _batches(train, lengths, c.batch_size, rng):
-            scores = module(*_batch(tokens, lengths, rows))
-            loss = _loss(scores, target[rows], hard_t[rows] if hard_t is not None else None, c)
+            scores = module(*_batch(tokens, lengths, rows, device))
+            index = rows if device is None else torch.from_numpy(rows).to(device)
+            loss = _loss(scores, target[index], hard_t[index] if hard_t is not None else None, c)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -172,7 +196,7 @@ def _fit(module: nn.Module, ids: Sequence[Sequence[int]], y: np.ndarray, c: Trai
             bar.update(1)
             if step % eval_every == 0 or step == total:
                 recent = float(np.mean(losses[-50:]))
-                score = _agreement(module, val_tokens, val_lengths, gold_val) if n_val else -recent
+                score = _agreement(module, val_tokens, val_lengths, gold_val, device) if n_val else -recent
                 bar.set_postfix(loss=f"{recent:.4f}", val=f"{score:.3f}")
                 # patience counts evaluations without a strict gain; on a tie the later weights are kept
                 since_best = 0 if score > best_score else since_best + 1

@@ -4,7 +4,9 @@
 fine-tuning of encoder and head (`strong`, the default; `paper`), optionally with an early-stopping slice,
 an ensemble of seeds, a second round on pool texts it labels surest (`self-train`), or a contrastive stage
 on the encoder followed by a head on frozen embeddings (`contrastive`). Training is deterministic for a seed,
-shows progress and reports steps, seconds and the held-out score in `teacher.info["training"]`.
+shows progress and reports steps, seconds and the held-out score in `teacher.info["training"]`. With a GPU
+`device` the forward passes run under autocast (bf16, or fp16 with a gradient scaler; `tinydistill.device`) and
+the report says which device and precision trained the teacher.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from tinydistill.bases import resolve_teacher
+from tinydistill.device import autocast, grad_scaler
 from tinydistill.errors import TinyDistillError, check_number
 from tinydistill.teacher import Classifier, Teacher, check_tokenizer_files
 
@@ -125,7 +128,8 @@ def _set_seed(seed: int) -> None:
 
 
 def train_teacher(base: str, texts: Sequence[str], labels: Sequence[int], label_names: Sequence[str],
-                  recipe: Recipe | None = None, progress: bool = True, pool: Sequence[str] = ()) -> Teacher:
+                  recipe: Recipe | None = None, progress: bool = True, pool: Sequence[str] = (),
+                  device: str | torch.device | None = None) -> Teacher:
     """Fine-tune `base` (a short name, folder or hub id) on labelled texts; returns the teacher.
 
     With `recipe.val_fraction` > 0 a stratified slice of the labels is held out and the best checkpoint on
@@ -133,23 +137,25 @@ def train_teacher(base: str, texts: Sequence[str], labels: Sequence[int], label_
     `recipe.members` > 1 that many teachers are fine-tuned from consecutive seeds and averaged (`Committee`);
     with `recipe.self_train` > 0 and unlabelled `pool` texts, see `self_train`; with `recipe.contrastive` > 0
     the encoder first gets that many contrastive steps (`_contrast`) and only the head is then fit (`_fit_head`).
+    `device` is a `device.resolve_device` spec (None: the CPU, in fp32 as always).
     """
     from tinydistill.distill import torch_threads
 
     recipe = recipe or RECIPES[DEFAULT_RECIPE]
     if recipe.members > 1:
         members = [train_teacher(base, texts, labels, label_names, replace(recipe, members=1, seed=recipe.seed + k),
-                                 progress, pool) for k in range(recipe.members)]
-        return Teacher.committee(members, recipe.to_info())
+                                 progress, pool, device) for k in range(recipe.members)]
+        return Teacher.committee(members, recipe.to_info()).to(members[0].device)  # where the members are
     with torch_threads(recipe.threads or torch.get_num_threads()):
-        teacher = _train(base, texts, labels, label_names, replace(recipe, self_train=0), progress)
+        teacher = _train(base, texts, labels, label_names, replace(recipe, self_train=0), progress, device)
     if recipe.self_train > 0 and pool:
-        teacher = self_train(teacher, base, texts, labels, label_names, pool, recipe, progress)
+        teacher = self_train(teacher, base, texts, labels, label_names, pool, recipe, progress, device)
     return teacher
 
 
 def self_train(first: Teacher, base: str, texts: Sequence[str], labels: Sequence[int], label_names: Sequence[str],
-               pool: Sequence[str], recipe: Recipe, progress: bool = True) -> Teacher:
+               pool: Sequence[str], recipe: Recipe, progress: bool = True,
+               device: str | torch.device | None = None) -> Teacher:
     """Fine-tune again from `base`, for as many steps, on the labels plus pool texts `first` labelled surest.
 
     `first` is the teacher `recipe` (without self-training) made from these labels. A seeded sample of at most
@@ -159,11 +165,12 @@ def self_train(first: Teacher, base: str, texts: Sequence[str], labels: Sequence
     from tinydistill.distill import torch_threads
 
     with torch_threads(recipe.threads or torch.get_num_threads()):
-        return _self_train(first, base, texts, labels, label_names, pool, recipe, progress)
+        return _self_train(first, base, texts, labels, label_names, pool, recipe, progress, device)
 
 
 def _self_train(first: Teacher, base: str, texts: Sequence[str], labels: Sequence[int], label_names: Sequence[str],
-                pool: Sequence[str], recipe: Recipe, progress: bool) -> Teacher:
+                pool: Sequence[str], recipe: Recipe, progress: bool,
+                device: str | torch.device | None = None) -> Teacher:
     started, seen = time.time(), set(texts)
     candidates = [t for t in dict.fromkeys(pool) if t not in seen and t.strip()]
     if not candidates:
@@ -182,7 +189,7 @@ def _self_train(first: Teacher, base: str, texts: Sequence[str], labels: Sequenc
         picked += [(sample[i], k) for i in rows[np.argsort(-probs[rows, k], kind="stable")][:share]]
     steps = first.info["training"]["steps"]
     second = _train(base, [*texts, *(t for t, _ in picked)], [*labels, *(k for _, k in picked)], label_names,
-                    replace(recipe, self_train=0, epochs=0, min_steps=steps), progress)
+                    replace(recipe, self_train=0, epochs=0, min_steps=steps), progress, device)
     second.info["recipe"] = recipe.to_info()
     report = second.info["training"]
     report["self_train"] = {"pool_scored": len(sample), "pseudo_labelled": len(picked), "first": first.info["training"]}
@@ -191,10 +198,11 @@ def _self_train(first: Teacher, base: str, texts: Sequence[str], labels: Sequenc
 
 
 def _train(base: str, texts: Sequence[str], labels: Sequence[int], label_names: Sequence[str], recipe: Recipe,
-           progress: bool) -> Teacher:
+           progress: bool, device: str | torch.device | None = None) -> Teacher:
     from transformers import AutoModel, AutoTokenizer
 
     from tinydistill.data import Split, stratified_sample
+    from tinydistill.device import resolve_device
 
     _set_seed(recipe.seed)
     path = resolve_teacher(base)
@@ -207,6 +215,7 @@ def _train(base: str, texts: Sequence[str], labels: Sequence[int], label_names: 
         raise TinyDistillError(f"teacher {base!r}: could not load ({first})") from None
     model = Classifier(encoder, len(label_names), recipe.pooling)
     teacher = Teacher(model, tokenizer, label_names, recipe.max_length, {"base": base, "recipe": recipe.to_info()})
+    teacher.to(resolve_device(device or "cpu"))
 
     texts, labels = list(texts), list(labels)
     val_texts: list[str] = []
@@ -229,7 +238,8 @@ def _train(base: str, texts: Sequence[str], labels: Sequence[int], label_names: 
     report = {"steps": step, "best_step": best[1] if val_texts else step, "seconds": round(time.time() - started, 1),
               "threads": torch.get_num_threads(),
               "labels_trained": len(texts), "labels_held_out": len(val_texts),
-              "held_out_accuracy": best[0] if val_texts else None}
+              "held_out_accuracy": best[0] if val_texts else None,
+              "device": str(teacher.device), "precision": teacher.precision}
     teacher.info["training"] = report
     log.info("teacher %s: %s", base, report)
     return teacher
@@ -254,7 +264,8 @@ def _fine_tune(model: Classifier, teacher: Teacher, texts: list[str], labels: li
     optimiser = torch.optim.AdamW(groups, weight_decay=recipe.weight_decay)
     schedule = _schedule(optimiser, total, recipe.warmup)
     rng = np.random.default_rng(recipe.seed)
-    y = torch.tensor(labels)
+    y = torch.tensor(labels).to(teacher.device)
+    scaler = grad_scaler(teacher.device)
     eval_every = max(steps_per_epoch, 25)
     best: tuple[float, int, dict | None] = (-1.0, 0, None)
     since_best, step = 0, 0
@@ -265,8 +276,9 @@ def _fine_tune(model: Classifier, teacher: Teacher, texts: list[str], labels: li
         for start in range(0, len(perm), recipe.batch_size):
             rows = perm[start: start + recipe.batch_size]
             enc = teacher._encode([texts[i] for i in rows])
-            loss = nn.functional.cross_entropy(model(enc["input_ids"], enc["attention_mask"]), y[rows])
-            _step(loss, model, optimiser, schedule)
+            with autocast(teacher.device):
+                loss = nn.functional.cross_entropy(model(enc["input_ids"], enc["attention_mask"]), y[rows])
+            _step(loss, model, optimiser, schedule, scaler)
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
@@ -298,7 +310,8 @@ def _contrast(model: Classifier, teacher: Teacher, texts: list[str], labels: lis
     optimiser = torch.optim.AdamW(model.encoder.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     schedule = _schedule(optimiser, total, recipe.warmup)
     rng = np.random.default_rng(recipe.seed)
-    y = torch.tensor(labels)
+    y = torch.tensor(labels).to(teacher.device)
+    scaler = grad_scaler(teacher.device)
     perm, at = rng.permutation(len(texts)), 0
     bar = tqdm(total=total, desc=f"teacher {teacher.info['base']} (contrastive)", disable=not progress, unit="step")
     model.train()
@@ -308,13 +321,15 @@ def _contrast(model: Classifier, teacher: Teacher, texts: list[str], labels: lis
         rows = perm[at: at + size]
         at += len(rows)
         enc = teacher._encode([texts[i] for i in rows])
-        unit = nn.functional.normalize(model.embed(enc["input_ids"], enc["attention_mask"]), dim=1)
+        with autocast(teacher.device):
+            embedded = model.embed(enc["input_ids"], enc["attention_mask"])
+        unit = nn.functional.normalize(embedded.float(), dim=1)
         same = (y[rows][:, None] == y[rows][None, :]).float()
         error = (unit @ unit.T - same) ** 2
-        others = 1 - torch.eye(len(rows))
+        others = 1 - torch.eye(len(rows), device=unit.device)
         halves = [(error * w).sum() / w.sum().clamp(min=1) for w in (same * others, (1 - same) * others)]
         loss = (halves[0] + halves[1]) / 2
-        _step(loss, model, optimiser, schedule)
+        _step(loss, model, optimiser, schedule, scaler)
         bar.update(1)
         bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
     bar.close()
@@ -326,7 +341,8 @@ def _pooled(model: Classifier, teacher: Teacher, texts: list[str]) -> torch.Tens
     parts = []
     for start in range(0, len(texts), 64):
         enc = teacher._encode(texts[start: start + 64])
-        parts.append(model.embed(enc["input_ids"], enc["attention_mask"]))
+        with autocast(teacher.device):
+            parts.append(model.embed(enc["input_ids"], enc["attention_mask"]).float())
     return torch.cat(parts)
 
 
@@ -334,7 +350,7 @@ def _fit_head(model: Classifier, teacher: Teacher, texts: list[str], labels: lis
               l2: float = 1e-3) -> None:
     """The linear head alone on the frozen pooled embeddings of the labels: full-batch cross-entropy with an L2
     penalty on its weights (a logistic regression), as SetFit fits its head."""
-    features, y = _pooled(model, teacher, texts), torch.tensor(labels)
+    features, y = _pooled(model, teacher, texts), torch.tensor(labels).to(teacher.device)
     optimiser = torch.optim.AdamW(model.head.parameters(), lr=1e-2, weight_decay=0.0)
     for _ in range(iterations):
         loss = nn.functional.cross_entropy(model.head(features), y) + l2 * model.head.weight.pow(2).sum()
@@ -350,9 +366,16 @@ def _schedule(optimiser: torch.optim.Optimizer, total: int, warmup: float) -> to
         optimiser, lambda s: (s + 1) / max(warm, 1) if s < warm else max(0.0, (total - s) / max(total - warm, 1)))
 
 
-def _step(loss: torch.Tensor, model: nn.Module, optimiser: torch.optim.Optimizer, schedule) -> None:
+def _step(loss: torch.Tensor, model: nn.Module, optimiser: torch.optim.Optimizer, schedule, scaler=None) -> None:
     optimiser.zero_grad()
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    optimiser.step()
+    if scaler is None:  # fp32 and bf16
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimiser.step()
+    else:  # fp16: scaled so small gradients do not underflow; unscaled before clipping
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimiser)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        scaler.step(optimiser)
+        scaler.update()
     schedule.step()

@@ -1,7 +1,9 @@
 """The whole job: labels -> teacher -> transfer-set logits -> students (+ NoDs twins) -> results table.
 
 Each stage writes into the run folder and is skipped on a rerun when its output is already there with
-the same settings, so a killed run resumes where it stopped.
+the same settings, so a killed run resumes where it stopped. `RunConfig.device` puts the teacher on a GPU,
+`label_precision="int8"` labels on the CPU in int8 where a check on labelled texts allows it, and the results
+say which device and precision produced each artefact.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 
 from tinydistill import data as data_mod
 from tinydistill.bases import cache_root, default_teacher
+from tinydistill.device import int8_guard, precision_name, resolve_device
 from tinydistill.distill import TrainConfig
 from tinydistill.errors import TinyDistillError, check_number
 from tinydistill.evaluate import headline, latency, scores, throughput
@@ -56,6 +59,9 @@ class RunConfig:
     seed: int = 0
     out: str = "runs/{data}-{labeled}-s{seed}"
     speed: bool = True  # measure throughput and latency
+    device: str = "auto"  # where the teacher trains and labels: auto (a GPU when torch sees one), cpu, cuda, cuda:N
+    label_precision: str = "fp32"  # "int8": CPU labelling in dynamic int8, when it scores within 0.5 of fp32
+    student_device: str = "cpu"  # where students train ("auto"/"cuda" for a BiLSTM on a large transfer set)
 
     def __post_init__(self) -> None:
         # sizes are sizes: 0 is an error, never "not given" (that is None)
@@ -178,18 +184,19 @@ def get_teacher(c: RunConfig, task: Task, folder: Path, progress: bool = True) -
     cached teacher of the same recipe without it.
     """
     recipe = get_recipe(c.recipe, epochs=c.teacher_epochs, lr=c.teacher_lr, max_length=c.max_length, seed=c.seed)
+    device = resolve_device(c.device)
     if recipe.members == 1:
-        return _cached_teacher(c.teacher, recipe, task, folder, progress)
-    key = _teacher_key(c.teacher, recipe, task)
+        return _cached_teacher(c.teacher, recipe, task, folder, progress, device)
+    key = _teacher_key(c.teacher, recipe, task, device)
     saved = _saved_teacher(folder, key)
     if saved is not None:
-        return saved
-    members = [_cached_teacher(c.teacher, replace(recipe, members=1, seed=recipe.seed + k), task, None, progress)
-               for k in range(recipe.members)]
+        return saved.to(device)
+    members = [_cached_teacher(c.teacher, replace(recipe, members=1, seed=recipe.seed + k), task, None, progress,
+                               device) for k in range(recipe.members)]
     teacher = Teacher.committee(members, recipe.to_info())
     teacher.info["key"] = key
     teacher.save(folder)
-    return teacher
+    return teacher.to(device)
 
 
 def _saved_teacher(place: Path, key: str) -> Teacher | None:
@@ -207,13 +214,16 @@ def _saved_teacher(place: Path, key: str) -> Teacher | None:
         return None
 
 
-def _teacher_key(base: str, recipe: Recipe, task: Task) -> str:
+def _teacher_key(base: str, recipe: Recipe, task: Task, device=None) -> str:
     pool = [task.transfer] if recipe.self_train else []  # self-training picks from the transfer texts
-    return digest(base, recipe.to_dict(), task.labeled.texts, task.labeled.labels, *pool)
+    # a teacher fine-tuned on a GPU (in bf16/fp16) is another artefact; CPU keys are those from before devices
+    gpu = [f"{device.type}-{precision_name(device)}"] if device is not None and device.type != "cpu" else []
+    return digest(base, recipe.to_dict(), task.labeled.texts, task.labeled.labels, *pool, *gpu)
 
 
-def _cached_teacher(base: str, recipe: Recipe, task: Task, folder: Path | None, progress: bool) -> Teacher:
-    key = _teacher_key(base, recipe, task)
+def _cached_teacher(base: str, recipe: Recipe, task: Task, folder: Path | None, progress: bool,
+                    device=None) -> Teacher:
+    key = _teacher_key(base, recipe, task, device)
     shared = cache_root() / "teachers" / key  # other runs on the same labels (a pool, other students) reuse it
     for place in [p for p in (folder, shared) if p is not None]:
         saved = _saved_teacher(place, key)
@@ -221,18 +231,42 @@ def _cached_teacher(base: str, recipe: Recipe, task: Task, folder: Path | None, 
             log.info("teacher: reusing %s", place)
             if folder is not None and place != folder:
                 saved.save(folder)
-            return saved
+            return saved.to(device) if device is not None else saved
     if recipe.self_train:  # the first round is the teacher without self-training, cached as such
-        first = _cached_teacher(base, replace(recipe, self_train=0), task, None, progress)
+        first = _cached_teacher(base, replace(recipe, self_train=0), task, None, progress, device)
         teacher = self_train(first, base, task.labeled.texts, task.labeled.labels or [], task.labeled.label_names,
-                             task.transfer, recipe, progress)
+                             task.transfer, recipe, progress, device)
     else:
         teacher = train_teacher(base, task.labeled.texts, task.labeled.labels or [], task.labeled.label_names,
-                                recipe, progress=progress)
+                                recipe, progress=progress, device=device)
     teacher.info["key"] = key
     for place in [p for p in (folder, shared) if p is not None]:
         teacher.save(place)
     return teacher
+
+
+def choose_labeller(c: RunConfig, teacher: Teacher, task: Task, cache: LogitCache | None) -> tuple[Teacher, dict]:
+    """The teacher that labels the transfer and test texts, and the record of that choice.
+
+    `c.label_precision="int8"` on the CPU: the int8 teacher, when `device.int8_guard` finds it within half a
+    point of fp32's accuracy on the held-out part of the labels (a recipe with `val_fraction`) or else on a
+    sample of the labelled texts; never the test split. On a GPU the teacher labels in its autocast precision.
+    """
+    record: dict[str, Any] = {"device": str(teacher.device), "precision": teacher.precision}
+    if c.label_precision not in ("fp32", "int8"):
+        raise TinyDistillError(f"--label-precision {c.label_precision!r}: expected fp32 or int8")
+    if c.label_precision == "fp32":
+        return teacher, record
+    if teacher.device.type != "cpu":
+        log.warning("int8 labelling is for the CPU; on %s the teacher labels in %s", teacher.device, teacher.precision)
+        return teacher, {**record, "requested": "int8"}
+    recipe = get_recipe(c.recipe, epochs=c.teacher_epochs, lr=c.teacher_lr, max_length=c.max_length, seed=c.seed)
+    labeled, where = task.labeled, "labelled texts"
+    n_val = int(round(len(labeled) * recipe.val_fraction))
+    if n_val >= len(set(labeled.labels or [])) and n_val > 0:  # the slice `finetune._train` held out, made alike
+        labeled, where = data_mod.stratified_sample(labeled, n_val, recipe.seed)[0], "held-out labels"
+    chosen, decision = int8_guard(teacher, labeled.texts, labeled.labels or [], cache, seed=c.seed, where=where)
+    return chosen, {**record, **decision}
 
 
 def word_vectors(use: bool):
@@ -301,16 +335,18 @@ def _run(c: RunConfig, task: Task, run_dir: Path, progress: bool) -> dict:
             log.warning("%s holds another teacher's logits; labelling its %d texts again", folder, len(shards))
             task.transfer += [t for t in shards.iter_texts() if t.strip()]
     cache = LogitCache(cache_root() / "logits.sqlite")
-    transfer_logits = teacher.logits(task.transfer, cache=cache, progress=progress)
+    labeller, labelling = choose_labeller(c, teacher, task, cache)
+    transfer_logits = labeller.logits(task.transfer, cache=cache, progress=progress)
     n_classes = len(task.labeled.label_names)
     gold = np.asarray(task.test.labels)
-    teacher_pred = teacher.logits(task.test.texts, cache=cache, progress=progress).argmax(1)
+    teacher_pred = labeller.logits(task.test.texts, cache=cache, progress=progress).argmax(1)
 
     rows: list[dict[str, Any]] = [{"model": f"teacher ({c.teacher})", "params": teacher.n_parameters(),
              **scores(gold, teacher_pred, n_classes), "training": teacher.info.get("training")}]
     models: dict[str, Student] = {}
-    train_cfg = TrainConfig(loss=c.loss, seed=c.seed)
-    transfer_key = digest(teacher.fingerprint, task.transfer, *[s.manifest["shards"] for s in streamed])
+    train_cfg = TrainConfig(loss=c.loss, seed=c.seed, device=str(resolve_device(c.student_device)))
+    # fp32 on the CPU: the teacher's fingerprint, so the student keys are those from before devices and shards
+    transfer_key = digest(labeller.logit_key, task.transfer, *[s.manifest["shards"] for s in streamed])
     vectors = word_vectors(c.glove)
     for name in c.students:
         key = digest(name, train_cfg.to_dict(), transfer_key, vectors is not None)
@@ -343,7 +379,10 @@ def _run(c: RunConfig, task: Task, run_dir: Path, progress: bool) -> dict:
     results = {"config": asdict(c), "metric": task.metric, "sizes": {
         "labeled": len(task.labeled), "transfer": len(task.transfer) + sum(len(s) for s in streamed),
         "test": len(task.test)},
-        "test_split": task.test.source, "rows": rows, "seconds": round(time.time() - started, 1)}
+        "test_split": task.test.source, "rows": rows, "seconds": round(time.time() - started, 1),
+        "hardware": {"teacher_training": {k: (teacher.info.get("training") or {}).get(k, default) for k, default in
+                                          (("device", "cpu"), ("precision", "fp32"))},
+                     "labelling": labelling, "students": train_cfg.device}}
     results["command"] = command_line(c)
     write_json(run_dir / "results.json", results)
     write_atomic(run_dir / "results.md", format_table(results) + "\n")

@@ -185,11 +185,11 @@ def read_pool(out_dir: str | os.PathLike) -> list[str]:
 def augment_command(data: str, split: str, size: int, out: str, method: str = "glove", n: int = 20,
                     p: float = 0.4, k: int = 15, seed: int = 0, data_dir: str | None = None,
                     mlm: str | None = None, engine: str = "local", address: str | None = None,
-                    workers: int = 1) -> Path:
+                    workers: int = 1, device: str | None = None) -> Path:
     """``tinydistill augment``: load sentences and candidate sources by name, then ``write_pool``.
 
     ``data``: a paper dataset name (with ``split``) or a plain text file, one sentence a line.
-    ``mlm``: a masked LM's hub name or folder, for ``method="mlm"``.
+    ``mlm``: a masked LM's hub name or folder, for ``method="mlm"``, run on ``device`` (``auto``, ``cpu``, ``cuda``...).
     ``engine``: ``local`` (this process) or ``ray`` (``workers`` actors on the Ray at ``address``; same pool).
     """
     if method not in METHODS:
@@ -216,7 +216,7 @@ def augment_command(data: str, split: str, size: int, out: str, method: str = "g
     if method == "mlm":
         if not mlm:
             raise TinyDistillError("method 'mlm' needs a masked LM (--mlm NAME, e.g. bert-base-uncased)")
-        model = load_mlm(mlm)
+        model = load_mlm(mlm, device)
         try:
             neighbours = glove_neighbours(sentences, k)
         except TinyDistillError as exc:
@@ -226,7 +226,7 @@ def augment_command(data: str, split: str, size: int, out: str, method: str = "g
 
 def register_cli(sub) -> None:
     """The ``augment`` sub-command (called by tinydistill.cli)."""
-    from tinydistill.cli import SEED, SIZE, number
+    from tinydistill.cli import SEED, SIZE, device_options, number
 
     p = sub.add_parser("augment", help="grow a transfer set by augmentation (sharded, resumable pool)",
                        description="Make N variants of each sentence (TinyBERT word replacement from GloVe "
@@ -250,6 +250,7 @@ def register_cli(sub) -> None:
     p.add_argument("--address", help="Ray cluster for --engine ray: auto (started by `ray start`) or "
                    "ray://HOST:10001 (default: a Ray started in this process)")
     p.add_argument("--workers", type=SIZE, default=1, help="Ray actors for --engine ray (default: %(default)s)")
+    device_options(p, labelling=False)  # where --method mlm runs its masked LM
     p.set_defaults(func=lambda a: print(augment_command(a.data, a.split, a.size, a.out, a.method, a.n, a.p, a.k,
                                                         a.seed, a.data_dir, a.mlm, a.engine, a.address,
-                                                        a.workers)))
+                                                        a.workers, a.device)))

@@ -130,8 +130,10 @@ def run_one(dataset: str, labeled: int, seed: int, s: Setup, peers: Sequence[str
 
     @cache
     def teacher_labels() -> list[int]:  # the pipeline put these logits in the cache: nothing is computed
-        logits = Teacher.load(folder / "teacher").logits(
-            task().transfer, cache=LogitCache(cache_root() / "logits.sqlite"), progress=False)
+        labeller = Teacher.load(folder / "teacher").to(c.device)  # as the pipeline labelled: device, precision
+        if results.get("hardware", {}).get("labelling", {}).get("precision") == "int8":
+            labeller = labeller.int8()
+        logits = labeller.logits(task().transfer, cache=LogitCache(cache_root() / "logits.sqlite"), progress=False)
         return logits.argmax(1).tolist()
 
     rows = [{**row, "model": "teacher" if i == 0 else row["model"]} for i, row in enumerate(results["rows"])]
@@ -209,7 +211,8 @@ def _peer(name: str, hard: bool, c: RunConfig, folder: Path, ref: dict | None, t
         raise TinyDistillError(f"unknown peer {name!r}; expected some of {sorted(peers.PEERS)}")
     label, path = f"{name}-hard" if hard else name, folder / "peers" / f"{name}{'-hard' if hard else ''}.json"
     teacher_key = json.loads((folder / "teacher" / "teacher.json").read_text()).get("key")
-    settings = {k: v for k, v in asdict(c).items() if k not in ("out", "speed")}
+    settings = {k: v for k, v in asdict(c).items() if k not in ("out", "speed", "device", "student_device")
+                and not (k == "label_precision" and v == "fp32")}  # the keys from before these options hold
     key = hashlib.sha256(json.dumps([label, settings, teacher_key, ref and ref["name"]], sort_keys=True,
                                     default=str).encode()).hexdigest()[:16]
     if path.exists() and json.loads(path.read_text()).get("key") == key:

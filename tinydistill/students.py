@@ -114,7 +114,7 @@ class CNN(nn.Module):
         for conv in self.convs:
             assert isinstance(conv, nn.Conv1d)
             out = torch.relu(conv(x))
-            starts = torch.arange(out.shape[2]).unsqueeze(0)
+            starts = torch.arange(out.shape[2], device=out.device).unsqueeze(0)
             pooled.append(out.masked_fill((starts > end - conv.kernel_size[0]).unsqueeze(1), 0.0).amax(dim=2))
         return self.out(self.dropout(torch.cat(pooled, dim=1)))
 

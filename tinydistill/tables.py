@@ -316,10 +316,12 @@ def setup_from_args(a) -> Setup:
 
     plain = [t for t in _csv(a.teacher) if "=" not in t]
     epochs, tokens = getattr(a, "teacher_epochs", None), getattr(a, "max_length", None)
+    device, precision = getattr(a, "device", "auto"), getattr(a, "label_precision", "fp32")
     return Setup(seeds=a.seeds[None], seeds_by={k: v for k, v in a.seeds.items() if k is not None},
                  teacher=plain[-1] if plain else "minilm", transfer_scale=getattr(a, "transfer_scale", None),
                  transfer_max=getattr(a, "transfer_max", None), test_size=a.test_size,
-                 base=RunConfig(teacher_epochs=epochs, max_length=tokens) if epochs or tokens else None,
+                 base=RunConfig(teacher_epochs=epochs, max_length=tokens, device=device, label_precision=precision)
+                 if epochs or tokens or device != "auto" or precision != "fp32" else None,
                  teachers=dict(t.split("=", 1) for t in _csv(a.teacher) if "=" in t),
                  augment=getattr(a, "augment", "glove"), out=a.out, data_dir=a.data_dir,
                  peers=tuple(getattr(a, "peers", ())), students=tuple(getattr(a, "students", ())),
@@ -327,6 +329,9 @@ def setup_from_args(a) -> Setup:
 
 
 def _command(a) -> None:
+    from tinydistill.device import resolve_device
+
+    resolve_device(a.device)  # a device torch does not see fails before any run starts
     s = setup_from_args(a)
     if a.table == "teachers":
         result = teachers(a.datasets, s, [t for t in _csv(a.teacher) if "=" not in t], a.recipes)
@@ -343,7 +348,7 @@ CONFIG_HELP = ("a TOML or YAML file of these options (keys: the option names, da
 
 def register_cli(sub) -> None:
     """`tinydistill reproduce {table2,table3,curves,teachers}` (called by tinydistill.cli)."""
-    from tinydistill.cli import POSITIVE, SIZE, number
+    from tinydistill.cli import POSITIVE, SIZE, device_options, number
 
     p = sub.add_parser("reproduce", help="the paper's Tables 2 and 3, F1 curves and a teacher table, resumable",
                        description="Run the paper's experiments (its T-train sizes, several seeds) and write JSON and "
@@ -394,4 +399,5 @@ def register_cli(sub) -> None:
         q.add_argument("--data-dir", help="folder laid out like shared/data (default: $TINYDISTILL_DATA)")
         q.add_argument("--out", default="runs/reproduce", help="runs, pools and tables (default: %(default)s)")
         q.add_argument("--config", help=CONFIG_HELP)
+        device_options(q, labelling=name != "teachers")
         q.set_defaults(func=_command)

@@ -2,6 +2,8 @@
 
 `Teacher.logits` labels a transfer set in length-sorted, no-grad batches through an on-disk cache keyed by
 the teacher's weights and the text, so a second run, or a run killed half way, computes only what is missing.
+On a GPU (`Teacher.to`) it labels under autocast in batches sized by a token budget; `Teacher.int8` is the same
+teacher in dynamic int8 for CPU labelling. Logits of any precision but fp32 are cached under a key of their own.
 Saved teachers are safetensors and JSON: loading one unpickles nothing.
 """
 
@@ -76,6 +78,37 @@ class Teacher:
         self.max_length = max_length
         self.info = info or {}  # base model, recipe, training report
         self._fingerprint: str | None = None
+        self.device = torch.device("cpu")  # where the model runs (`to`)
+        self.precision = "fp32"  # what its logits are computed in: fp32 (CPU), bf16/fp16 (GPU autocast), int8
+
+    def to(self, device: str | torch.device) -> Teacher:
+        """Move the model to `device` (a `resolve_device` spec); a GPU then computes under autocast. Returns self."""
+        from tinydistill.device import precision_name, resolve_device
+
+        self.device = resolve_device(device)
+        self.model.to(self.device)
+        self.precision = precision_name(self.device)
+        return self
+
+    def int8(self) -> Teacher:
+        """This teacher with its linear layers in dynamic int8, for labelling on the CPU (`device.quantize_int8`)."""
+        from tinydistill.device import quantize_int8
+
+        model: Any = quantize_int8(self.model)  # the same Classifier or Committee, its nn.Linear layers swapped
+        quantized = Teacher(model, self.tokenizer, self.label_names, self.max_length, self.info)
+        quantized._fingerprint = self.fingerprint  # the fp32 weights it came from; `logit_key` adds the precision
+        quantized.precision = "int8"
+        return quantized
+
+    @property
+    def logit_key(self) -> str:
+        """The logit cache's key: the fingerprint for fp32 (the key every cached CPU result has), else with the
+        precision added, so int8 and GPU half-precision logits are kept apart from fp32 ones."""
+        from tinydistill.device import CACHE_TAGS
+
+        if self.precision == "fp32":
+            return self.fingerprint
+        return f"{self.fingerprint}-{CACHE_TAGS.get(self.precision, self.precision)}"
 
     @property
     def fingerprint(self) -> str:
@@ -93,11 +126,14 @@ class Teacher:
         return sum(p.numel() for p in self.model.parameters())
 
     def _encode(self, texts: Sequence[str]) -> dict:
-        return self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
-                              return_tensors="pt")
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
+                             return_tensors="pt")
+        return enc if self.device.type == "cpu" else enc.to(self.device)
 
     @torch.inference_mode()
     def _compute(self, texts: Sequence[str], batch_size: int, progress: bool) -> np.ndarray:
+        if self.device.type != "cpu":
+            return self._compute_packed(texts, batch_size, progress)
         self.model.eval()
         lengths = [len(t) for t in texts]
         order = np.argsort(lengths, kind="stable")[::-1]  # longest first: memory peaks early, if at all
@@ -111,6 +147,34 @@ class Teacher:
         bar.close()
         return out
 
+    @torch.inference_mode()
+    def _compute_packed(self, texts: Sequence[str], batch_size: int, progress: bool) -> np.ndarray:
+        """The GPU path: texts tokenized once, then batches of at most `batch_size` x `max_length` padded tokens
+        (`device.token_budget_batches`), computed under autocast and moved back as float32."""
+        from tinydistill.device import autocast, token_budget_batches
+
+        self.model.eval()
+        out = np.zeros((len(texts), len(self.label_names)), dtype=np.float32)
+        if not len(texts):
+            return out
+        enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
+        ids, masks = enc["input_ids"], enc["attention_mask"]
+        pad, left = self.tokenizer.pad_token_id or 0, self.tokenizer.padding_side == "left"
+        bar = tqdm(total=len(texts), desc="teacher logits", disable=not progress, leave=False, unit="text")
+        for rows in token_budget_batches([len(x) for x in ids], batch_size * self.max_length):
+            width = max(len(ids[i]) for i in rows)
+            input_ids = np.full((len(rows), width), pad, dtype=np.int64)
+            mask = np.zeros((len(rows), width), dtype=np.int64)
+            for r, i in enumerate(rows):
+                place = slice(width - len(ids[i]), width) if left else slice(0, len(ids[i]))
+                input_ids[r, place], mask[r, place] = ids[i], masks[i]
+            with autocast(self.device):
+                scores = self.model(torch.from_numpy(input_ids).to(self.device), torch.from_numpy(mask).to(self.device))
+            out[rows] = scores.float().cpu().numpy()
+            bar.update(len(rows))
+        bar.close()
+        return out
+
     def logits(self, texts: Sequence[str], batch_size: int = 64, cache: LogitCache | None = None,
                progress: bool = True) -> np.ndarray:
         """Logits (n, classes); with a cache, only texts not seen by this exact teacher are computed.
@@ -118,7 +182,7 @@ class Teacher:
         Non-finite logits (a diverged or damaged teacher) are an error, never passed on or cached."""
         if cache is None:
             return _check_finite(self._compute(texts, batch_size, progress), self.info.get("base", "the teacher"))
-        known = cache.get(self.fingerprint, texts, width=len(self.label_names))
+        known = cache.get(self.logit_key, texts, width=len(self.label_names))
         missing = [i for i, row in enumerate(known) if row is None]
         if missing:
             log.info("teacher logits: %d cached, %d to compute", len(texts) - len(missing), len(missing))
@@ -128,7 +192,7 @@ class Teacher:
             rows = missing[start: start + chunk]
             values = self._compute([texts[i] for i in rows], batch_size, progress=False)
             _check_finite(values, self.info.get("base", "the teacher"))
-            cache.put(self.fingerprint, [texts[i] for i in rows], values)
+            cache.put(self.logit_key, [texts[i] for i in rows], values)
             for i, v in zip(rows, values):
                 known[i] = v
             bar.update(len(rows))
@@ -157,7 +221,7 @@ class Teacher:
                 prefix = f"member-{i}/" if committee else ""
                 member.encoder.save_pretrained(tmp / prefix / "encoder", safe_serialization=True)
                 self.tokenizer.save_pretrained(tmp / prefix / "encoder")
-                save_file({k: v.contiguous() for k, v in member.head.state_dict().items()},
+                save_file({k: v.contiguous().cpu() for k, v in member.head.state_dict().items()},
                           str(tmp / prefix / "head.safetensors"))
                 weights += [f"{prefix}{p.relative_to(tmp / prefix).as_posix()}"
                             for p in sorted((tmp / prefix / "encoder").glob("*.safetensors"))]

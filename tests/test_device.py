@@ -1,0 +1,196 @@
+"""Devices and precisions on a CPU-only machine: `--device` resolution, the CPU path left as it was, the GPU
+path's token-budget batching (run here on the CPU), int8 labelling and its guard. Nothing here uses CUDA."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+from conftest import toy_texts
+
+from tinydistill import device as device_mod
+from tinydistill.cli import main
+from tinydistill.device import int8_guard, resolve_device, token_budget_batches
+from tinydistill.distill import TrainConfig
+from tinydistill.errors import TinyDistillError
+from tinydistill.finetune import get_recipe, train_teacher
+from tinydistill.teacher import LogitCache
+
+QUICK = get_recipe("strong", epochs=8, min_steps=0, batch_size=8, max_length=16, lr=1e-3, head_lr=1e-2, threads=1)
+
+
+@pytest.fixture()
+def no_gpu(monkeypatch):
+    """As on a CPU-only machine, wherever the suite runs; initialising CUDA at all fails the test."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "_lazy_init", lambda: pytest.fail("CUDA was initialised"))
+
+
+@pytest.fixture(scope="module")
+def teacher(tiny_bert):
+    texts, labels = toy_texts(48)
+    return train_teacher(tiny_bert, texts, labels, ["neg", "pos"], QUICK, progress=False)
+
+
+def test_device_specs_resolve_or_fail_in_one_line(no_gpu):
+    assert resolve_device("auto") == torch.device("cpu") and resolve_device(None) == torch.device("cpu")
+    assert resolve_device("CPU") == torch.device("cpu")
+    for spec, message in (("cuda", "torch sees no CUDA GPU"), ("cuda:1", "torch sees no CUDA GPU"),
+                          ("gpu", "expected auto, cpu, cuda or cuda:N"), ("cuda:x", "expected auto")):
+        with pytest.raises(TinyDistillError, match=message) as error:
+            resolve_device(spec)
+        assert "\n" not in str(error.value)
+    assert device_mod.precision_name(torch.device("cpu")) == "fp32"
+    assert device_mod.grad_scaler(torch.device("cpu")) is None
+
+
+@pytest.mark.parametrize("command", [
+    ["run", "--data", "missing.csv"], ["train-teacher", "--data", "missing.csv", "--out", "t"],
+    ["label", "no-teacher", "--out", "x.jsonl"], ["reproduce", "table2", "--datasets", "sst2"]])
+def test_cli_device_cuda_without_a_gpu_is_one_line_and_exit_2(no_gpu, capsys, command):
+    code = main([*command, "--device", "cuda"])  # checked before any data, teacher or run is touched
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("tinydistill: error: --device cuda: torch sees no CUDA GPU")
+    assert err.count("\n") == 1
+
+
+def test_cpu_logits_and_cache_key_are_those_from_before(teacher, no_gpu):
+    """`--device cpu` computes as the code did before devices: char-length sorted batches of 64, fp32, and the
+    logit cache key is the bare fingerprint (the key of every cached CPU result)."""
+    texts, _ = toy_texts(150, seed=4)
+    fingerprint = teacher.fingerprint
+    on_cpu = teacher.to("cpu")
+    assert on_cpu.logit_key == fingerprint == on_cpu.fingerprint and on_cpu.precision == "fp32"
+    got = on_cpu.logits(texts, progress=False)
+
+    expected = np.zeros_like(got)  # the labelling loop as it was
+    order = np.argsort([len(t) for t in texts], kind="stable")[::-1]
+    with torch.inference_mode():
+        for start in range(0, len(texts), 64):
+            rows = order[start: start + 64]
+            enc = teacher.tokenizer([texts[i] for i in rows], padding=True, truncation=True,
+                                    max_length=teacher.max_length, return_tensors="pt")
+            expected[rows] = teacher.model(enc["input_ids"], enc["attention_mask"]).float().numpy()
+    assert np.array_equal(got, expected)  # bit for bit
+
+
+def test_the_gpu_path_packs_by_tokens_and_matches_the_cpu_path(teacher):
+    """`_compute_packed` (what a GPU runs, here on the CPU without autocast) agrees with the fp32 path."""
+    texts, _ = toy_texts(150, seed=5)
+    texts = texts + ["good " * 40, ""]  # one text cut at max_length, one empty
+    packed = teacher._compute_packed(texts, batch_size=4, progress=False)  # a budget of 4 x 16 tokens
+    np.testing.assert_allclose(packed, teacher._compute(texts, 64, False), atol=1e-5)
+    assert teacher._compute_packed([], 4, False).shape == (0, 2)
+
+
+def test_token_budget_batches():
+    lengths = [5, 30, 12, 12, 1, 64, 7, 0, 30]
+    batches = token_budget_batches(lengths, budget=64)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(len(lengths)))  # each row exactly once
+    flat = [lengths[i] for b in batches for i in b]
+    assert flat == sorted(lengths, reverse=True)  # longest first
+    for b in batches:
+        longest = max(max(lengths[i] for i in b), 1)
+        assert len(b) * longest <= 64
+    assert [len(b) for b in batches] == [1, 2, 5, 1]  # 64 | 30 30 | 12 12 7 5 1 (5 x 12 <= 64) | 0
+    assert [len(b) for b in token_budget_batches([100, 3], budget=10)] == [1, 1]  # one over budget: alone
+    assert token_budget_batches([], 10) == []
+
+
+def test_int8_teacher_is_keyed_apart_and_close_to_fp32(teacher, tmp_path):
+    texts, gold = toy_texts(60, seed=6)
+    int8 = teacher.int8()
+    assert int8.precision == "int8" and int8.fingerprint == teacher.fingerprint
+    assert int8.logit_key == f"{teacher.fingerprint}-int8-per-channel" != teacher.logit_key
+    assert not any(type(m) is torch.nn.Linear for m in int8.model.modules())  # every nn.Linear swapped for int8
+    assert type(teacher.model.head) is torch.nn.Linear  # the fp32 teacher is left alone
+    fp32, q = teacher.logits(texts, progress=False), int8.logits(texts, progress=False)
+    assert (fp32.argmax(1) == q.argmax(1)).mean() >= 0.9
+    cache = LogitCache(tmp_path / "c.sqlite")
+    int8.logits(texts, cache=cache, progress=False)
+    assert all(row is None for row in cache.get(teacher.logit_key, texts))  # int8 never answers for fp32
+    np.testing.assert_array_equal(np.stack(cache.get(int8.logit_key, texts)), q)
+
+
+def test_int8_guard_passes_or_falls_back_with_one_warning(teacher, monkeypatch, caplog):
+    texts, labels = toy_texts(80, seed=7)
+    chosen, decision = int8_guard(teacher, texts, labels, sample=50)
+    assert decision["texts"] == 50 and decision["tolerance"] == 0.005
+    assert 0 <= decision["int8_accuracy"] <= 1 and 0 <= decision["fp32_accuracy"] <= 1
+    assert decision["precision"] == ("int8" if decision["int8_accuracy"] >= decision["fp32_accuracy"] - 0.005
+                                     else "fp32")
+    monkeypatch.setattr(device_mod, "INT8_TOLERANCE", -1.0)  # int8 would have to beat fp32 by 100 points
+    with caplog.at_level(logging.WARNING, logger="tinydistill.device"):
+        chosen, decision = int8_guard(teacher, texts, labels, sample=50)
+    assert chosen is teacher and decision["precision"] == "fp32" and decision["requested"] == "int8"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "labelling in fp32" in warnings[0] and "\n" not in warnings[0]
+
+
+def test_student_device_keeps_cpu_keys():
+    assert "device" not in TrainConfig().to_dict()  # students cached before devices keep their keys
+    assert TrainConfig(device="cuda").to_dict()["device"] == "cuda"
+
+
+def test_pipeline_records_devices_and_labels_in_int8_where_the_guard_allows(tmp_path, monkeypatch, tiny_bert,
+                                                                              no_gpu):
+    from test_pipeline import config, write_csv
+
+    from tinydistill import pipeline
+
+    monkeypatch.setenv("TINYDISTILL_CACHE", str(tmp_path / "cache"))
+    files = write_csv(tmp_path / "train.csv", 200, 0), write_csv(tmp_path / "test.csv", 60, 1)
+    c = config(files, tiny_bert, tmp_path, label_precision="int8", speed=False, nods=False)
+    results = pipeline.run(c, progress=False)
+    hw = results["hardware"]
+    assert hw["teacher_training"] == {"device": "cpu", "precision": "fp32"} and hw["students"] == "cpu"
+    labelling = hw["labelling"]
+    assert labelling["device"] == "cpu" and labelling["checked_on"] == "labelled texts" and labelling["texts"] == 40
+    assert labelling["precision"] in ("int8", "fp32")
+    teacher = pipeline.Teacher.load(c.run_dir() / "teacher")
+    assert json.loads((c.run_dir() / "teacher" / "teacher.json").read_text())["training"]["device"] == "cpu"
+    cache = LogitCache(tmp_path / "cache" / "logits.sqlite")
+    key = teacher.logit_key + ("-int8-per-channel" if labelling["precision"] == "int8" else "")
+    assert all(row is not None for row in cache.get(key, pipeline.load_task(c).transfer))
+
+    # the guard refusing int8: fp32 labels, and the teacher's key on the CPU is the one from before devices
+    monkeypatch.setattr(device_mod, "INT8_TOLERANCE", -1.0)
+    again = pipeline.run(config(files, tiny_bert, tmp_path, label_precision="int8", speed=False, nods=False,
+                                out=str(tmp_path / "run2")), progress=False)
+    assert again["hardware"]["labelling"]["precision"] == "fp32"
+    task = pipeline.load_task(c)
+    recipe = get_recipe(c.recipe, epochs=c.teacher_epochs, lr=c.teacher_lr, max_length=c.max_length, seed=c.seed)
+    assert pipeline._teacher_key(c.teacher, recipe, task, torch.device("cpu")) == \
+        pipeline._teacher_key(c.teacher, recipe, task)
+
+
+def test_cli_label_int8_needs_labels_to_check_against(tmp_path, monkeypatch, tiny_bert, teacher, capsys, no_gpu):
+    from test_pipeline import write_csv
+
+    monkeypatch.setenv("TINYDISTILL_CACHE", str(tmp_path / "cache"))
+    teacher.save(tmp_path / "t")
+    data = write_csv(tmp_path / "texts.csv", 30, 0)
+    assert main(["-q", "label", str(tmp_path / "t"), "--data", data, "--out", str(tmp_path / "x.jsonl"),
+                 "--device", "cpu", "--label-precision", "int8"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["labelling"] == {"device": "cpu", "precision": "fp32", "requested": "int8", "checked_on": None}
+
+
+def test_gpu_check_says_no_cuda_device_and_exits_0_on_a_cpu(no_gpu, monkeypatch, capsys):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(sys, "argv", ["gpu_check.py"])
+    assert module.main() == 0
+    assert capsys.readouterr().out.startswith("no CUDA device")
+    monkeypatch.setattr(sys, "argv", ["gpu_check.py", "--require-gpu"])
+    assert module.main() == 3
