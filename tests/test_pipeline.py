@@ -33,7 +33,15 @@ def test_pipeline_end_to_end_and_resume(files, tiny_bert, tmp_path, monkeypatch)
     results = run(config(files, tiny_bert, tmp_path), progress=False)
     rows = {r["model"].split(" ")[0]: r for r in results["rows"]}
     assert set(rows) == {"teacher", "cbow", "cbow-nods"}
-    assert results["sizes"] == {"labeled": 40, "transfer": 200, "test": 60}
+    assert results["sizes"] == {"labeled": 40, "transfer": 200, "test": 60, "calibration": 40}
+    # the temperature is fitted on labelled texts the student never trained on, and saved with it
+    cbow = rows["cbow"]
+    assert cbow["temperature"] > 0 and 0 <= cbow["ece"] <= 1 and 0 <= cbow["ece_before"] <= 1
+    assert json.loads((tmp_path / "run" / "students" / "cbow" / "config.json").read_text())["temperature"] == \
+        cbow["temperature"]
+    assert 0 <= rows["teacher"]["ece"] <= 1 and rows["cbow-nods"]["ece"] is None
+    assert 0.5 <= cbow["agree_transfer"] <= 1 and 0.5 <= cbow["agree_test"] <= 1
+    assert 0 <= cbow["unknown_rate"] < 0.5 and isinstance(results["warnings"], list)
     assert rows["teacher"]["accuracy"] >= 0.8
     assert rows["cbow"]["accuracy"] >= 0.7 and rows["cbow"]["params"] < rows["teacher"]["params"]  # chance: 0.5
     assert rows["cbow"]["texts_per_s"] > 0 and rows["cbow"]["compression"] > 1

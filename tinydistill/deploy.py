@@ -53,6 +53,7 @@ def register_cli(sub) -> None:
     p.add_argument("--output-format", choices=OUTPUT_FORMATS, help="default: csv for a .csv output, else jsonl")
     p.add_argument("--text-column", default="text", help="CSV column or JSON field with the text")
     p.add_argument("--batch-size", type=int, default=1000)
+    add_abstain_options(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("serve", help="serve a student over HTTP (POST /predict, GET /health, /metadata)",
@@ -65,7 +66,16 @@ def register_cli(sub) -> None:
     p.add_argument("--max-texts", type=int, default=1000, help="texts per request (default: %(default)s)")
     p.add_argument("--max-bytes", type=int, default=2 * 1024 * 1024, help="request body (default: %(default)s)")
     p.add_argument("--max-chars", type=int, default=100_000, help="characters kept per text (default: %(default)s)")
+    add_abstain_options(p)
     p.set_defaults(func=cmd_serve)
+
+
+def add_abstain_options(p) -> None:
+    """`--min-confidence` and `--max-unknown`, shared by `predict` and `serve`."""
+    p.add_argument("--min-confidence", type=float, metavar="P",
+                   help="abstain (label null, with a reason) when the top probability is under P")
+    p.add_argument("--max-unknown", type=float, metavar="R", help="abstain when more than a share R (0-1) of a "
+                   "text's words are not in the model's vocabulary")
 
 
 # ---------------------------------------------------------------------------------------------- commands
@@ -83,7 +93,7 @@ def cmd_export(a: argparse.Namespace) -> None:
 
 def cmd_predict(a: argparse.Namespace) -> None:
     count = predict_file(a.model, a.input, a.output, a.input_format, a.output_format, a.text_column, a.batch_size,
-                         progress=not a.quiet)
+                         progress=not a.quiet, min_confidence=a.min_confidence, max_unknown=a.max_unknown)
     if a.output != "-":
         print(json.dumps({"texts": count, "output": a.output}))
 
@@ -92,7 +102,7 @@ def cmd_serve(a: argparse.Namespace) -> None:
     from tinydistill.serve import Limits, serve
 
     serve(a.model, a.host, a.port, Limits(a.max_texts, a.max_bytes, a.max_chars),
-          log_level="warning" if a.quiet else "info")
+          log_level="warning" if a.quiet else "info", min_confidence=a.min_confidence, max_unknown=a.max_unknown)
 
 
 # ----------------------------------------------------------------------------------------------- predict
@@ -144,48 +154,56 @@ def guess_format(path: str, first_line: str | None = None) -> str:
     return "lines"
 
 
-def write_predictions(out: TextIO, labels: list[str], probs, fmt: str, header: bool) -> None:
-    """One row per text: JSON Lines {"label", "probabilities"}, or CSV label,prob_<label>,..."""
+def write_predictions(out: TextIO, labels: list[str], rows: list[dict], fmt: str, header: bool) -> None:
+    """One row per text (`runtime.Model.predictions`): JSON Lines {"label", "probabilities", "unknown_rate",
+    "reason"}, or CSV label,prob_<label>,...,unknown_rate,reason; an abstention has label null (CSV: empty)."""
     if fmt == "jsonl":
-        for row in probs.tolist():
-            best = max(range(len(row)), key=row.__getitem__)
-            out.write(json.dumps({"label": labels[best], "probabilities": {
-                name: round(p, 6) for name, p in zip(labels, row, strict=True)}}) + "\n")
+        for r in rows:
+            out.write(json.dumps({"label": r["label"], "probabilities": {
+                name: round(p, 6) for name, p in r["probabilities"].items()},
+                "unknown_rate": round(r["unknown_rate"], 4), "reason": r["reason"]}) + "\n")
         return
     writer = csv.writer(out, lineterminator="\n")
     if header:
-        writer.writerow(["label"] + [f"prob_{name}" for name in labels])
-    for row in probs.tolist():
-        writer.writerow([labels[max(range(len(row)), key=row.__getitem__)]] + [f"{p:.6f}" for p in row])
+        writer.writerow(["label"] + [f"prob_{name}" for name in labels] + ["unknown_rate", "reason"])
+    for r in rows:
+        writer.writerow([r["label"] or ""] + [f"{p:.6f}" for p in r["probabilities"].values()]
+                        + [f"{r['unknown_rate']:.4f}", r["reason"] or ""])
 
 
 def predict_stream(model: runtime.Model, texts: Iterator[str], out: TextIO, fmt: str = "jsonl",
-                   batch_size: int = 1000, on_batch=None) -> int:
-    """Predict `texts` batch by batch and write each batch as soon as it is done; returns the count."""
+                   batch_size: int = 1000, on_batch=None, min_confidence: float | None = None,
+                   max_unknown: float | None = None) -> int:
+    """Predict `texts` batch by batch and write each batch as soon as it is done; returns the count.
+
+    `min_confidence` / `max_unknown`: abstain on a text whose top probability is under, or whose unknown-word
+    rate is over, the threshold (see `runtime.Model.predictions`)."""
     if fmt not in OUTPUT_FORMATS:
         raise TinyDistillError(f"unknown output format {fmt!r}; expected one of {list(OUTPUT_FORMATS)}")
     if batch_size < 1:
         raise TinyDistillError(f"--batch-size must be at least 1 (got {batch_size})")
     count = 0
     while batch := list(islice(texts, batch_size)):
-        write_predictions(out, model.labels, model.predict_proba(batch), fmt, header=count == 0)
+        write_predictions(out, model.labels, model.predictions(batch, min_confidence, max_unknown), fmt,
+                          header=count == 0)
         out.flush()
         count += len(batch)
         if on_batch is not None:
             on_batch()
     if count == 0 and fmt == "csv":
-        write_predictions(out, model.labels, model.predict_proba([]), fmt, header=True)
+        write_predictions(out, model.labels, [], fmt, header=True)
     return count
 
 
 def predict_file(model_dir: str | os.PathLike, input: str = "-", output: str = "-", input_format: str = "auto",
                  output_format: str | None = None, text_column: str = "text", batch_size: int = 1000,
-                 progress: bool = True) -> int:
+                 progress: bool = True, min_confidence: float | None = None, max_unknown: float | None = None) -> int:
     """Label every text of `input` ("-": standard input) into `output` ("-": standard output); returns the count.
 
     A file shows a progress bar (by bytes read) on standard error; an output file is written under a
     temporary name and renamed when complete.
     """
+    runtime.check_abstain(min_confidence, max_unknown)
     model = load_model(model_dir)
     fmt_out = output_format or ("csv" if output.lower().endswith(".csv") else "jsonl")
     source = "<stdin>" if input == "-" else input
@@ -208,7 +226,8 @@ def predict_file(model_dir: str | os.PathLike, input: str = "-", output: str = "
             lines = chain([first], handle)
         texts = read_texts(lines, fmt_in, text_column, source)
         update = None if bar is None else (lambda: bar.update(handle.buffer.tell() - bar.n))
-        count = predict_stream(model, texts, out, fmt_out, batch_size, on_batch=update)
+        count = predict_stream(model, texts, out, fmt_out, batch_size, on_batch=update,
+                               min_confidence=min_confidence, max_unknown=max_unknown)
     except BaseException as exc:
         if tmp is not None:
             out.close()

@@ -22,8 +22,9 @@ from tinydistill import data as data_mod
 from tinydistill.bases import cache_root
 from tinydistill.distill import TrainConfig
 from tinydistill.errors import TinyDistillError
-from tinydistill.evaluate import headline, latency, scores, throughput
+from tinydistill.evaluate import agreement, chance, ece, headline, latency, scores, throughput
 from tinydistill.finetune import Recipe, get_recipe, self_train, train_teacher
+from tinydistill.runtime import softmax
 from tinydistill.students import ARCHITECTURES, Student
 from tinydistill.teacher import LogitCache, Teacher
 
@@ -219,6 +220,27 @@ def get_student(name: str, folder: Path, key: str, fit) -> Student:
     return student
 
 
+CALIBRATION_MAX = 500  # labelled texts kept out of the students' transfer set to fit their temperature
+CALIBRATION_MIN = 20  # fewer than this: no temperature is fitted (it stays 1)
+AGREEMENT_MAX = 10_000  # transfer texts (a seeded sample) on which agreement with the teacher is measured
+
+
+def calibration_split(task: Task, seed: int) -> tuple[list[str], list[int]]:
+    """Labelled texts (and their gold labels) on which the students' temperature is fitted.
+
+    Students are overconfident on text they never saw: they copy the teacher's logit scale on the transfer texts
+    they memorise, and the teacher itself is overconfident. So the temperature is fitted against gold labels
+    on texts that neither trained the student nor, being labels, need the teacher to be right: up to
+    `CALIBRATION_MAX` of the labelled texts, at most a fifth of the transfer set, which the students then do
+    not train on. Empty (no calibration) when that leaves fewer than `CALIBRATION_MIN`.
+    """
+    n = min(len(task.labeled), CALIBRATION_MAX, len(task.transfer) // 5)
+    if n < CALIBRATION_MIN or task.labeled.labels is None:
+        return [], []
+    pick = np.sort(np.random.default_rng(seed).choice(len(task.labeled), n, replace=False))
+    return [task.labeled.texts[i] for i in pick], [int(task.labeled.labels[i]) for i in pick]
+
+
 def run(c: RunConfig, progress: bool = True) -> dict:
     """Run every stage and return the results (also written to `<run>/results.json` and `results.md`)."""
     for s in c.students:
@@ -235,19 +257,27 @@ def run(c: RunConfig, progress: bool = True) -> dict:
     transfer_logits = teacher.logits(task.transfer, cache=cache, progress=progress)
     n_classes = len(task.labeled.label_names)
     gold = np.asarray(task.test.labels)
-    teacher_pred = teacher.logits(task.test.texts, cache=cache, progress=progress).argmax(1)
 
+    teacher_test = teacher.logits(task.test.texts, cache=cache, progress=progress)
+    teacher_pred = teacher_test.argmax(1)
     rows: list[dict[str, Any]] = [{"model": f"teacher ({c.teacher})", "params": teacher.n_parameters(),
-             **scores(gold, teacher_pred, n_classes), "training": teacher.info.get("training")}]
+             **scores(gold, teacher_pred, n_classes), "ece": ece(gold, softmax(teacher_test)),
+             "training": teacher.info.get("training")}]
     models: dict[str, Student] = {}
     train_cfg = TrainConfig(loss=c.loss, seed=c.seed)
-    transfer_key = digest(teacher.fingerprint, task.transfer)
+    cal_texts, cal_gold = calibration_split(task, c.seed)
+    held = set(cal_texts)
+    keep = [i for i, t in enumerate(task.transfer) if t not in held]  # the students' transfer texts
+    student_texts, student_logits = [task.transfer[i] for i in keep], transfer_logits[keep]
+    log.info("calibration: %d labelled texts held out of the students' transfer set (%d of %d texts left)",
+             len(cal_texts), len(student_texts), len(task.transfer))
+    transfer_key = digest(teacher.fingerprint, task.transfer, cal_texts)
     vectors = word_vectors(c.glove)
     for name in c.students:
-        key = digest(name, train_cfg.to_dict(), transfer_key, vectors is not None)
-        models[name] = get_student(name, run_dir / "students" / name, key, lambda: Student(
-            name, train=train_cfg, vectors=vectors).fit(task.transfer, transfer_logits, task.labeled.label_names,
-                                                        progress=progress))
+        key = digest(name, train_cfg.to_dict(), transfer_key, vectors is not None, "calibrated")
+        models[name] = get_student(name, run_dir / "students" / name, key, lambda: calibrated(Student(
+            name, train=train_cfg, vectors=vectors).fit(student_texts, student_logits, task.labeled.label_names,
+                                                        progress=progress), cal_texts, cal_gold))
         if c.nods:
             nods_key = digest(name, train_cfg.to_dict(), task.labeled.texts, task.labeled.labels, vectors is not None)
             models[f"{name}-nods"] = get_student(
@@ -255,9 +285,19 @@ def run(c: RunConfig, progress: bool = True) -> dict:
                 lambda: Student(name, train=train_cfg, vectors=vectors).fit(
                     task.labeled.texts, np.asarray(task.labeled.labels), task.labeled.label_names,
                     vocab_texts=task.transfer, progress=progress))
+    sample = np.sort(np.random.default_rng(c.seed).permutation(len(keep))[:AGREEMENT_MAX])
+    seen_texts, seen_teacher = [student_texts[i] for i in sample], student_logits[sample].argmax(1)
     for label, student in models.items():
+        test_logits = student.logits(task.test.texts)
+        distilled = not label.endswith("-nods")  # the NoDs twins trained on the labels: none is left to fit on
         rows.append({"model": label, "params": student.n_parameters()["total"],
-                     **scores(gold, student.predict(task.test.texts), n_classes)})
+                     **scores(gold, test_logits.argmax(1), n_classes),
+                     "ece_before": ece(gold, softmax(test_logits)),
+                     "ece": ece(gold, softmax(test_logits, student.temperature_)) if distilled else None,
+                     "temperature": student.temperature_,
+                     "agree_transfer": agreement(student.predict(seen_texts), seen_teacher) if distilled else None,
+                     "agree_test": agreement(test_logits.argmax(1), teacher_pred),
+                     "unknown_rate": unknown_rate(student, task.test.texts)})
 
     if c.speed:
         measure_speed(rows, teacher, models, task.test.texts, run_dir / "students")
@@ -266,11 +306,62 @@ def run(c: RunConfig, progress: bool = True) -> dict:
         row["compression"] = teacher_params / row["params"]
         row["headline"] = headline(task.metric, row)
     results = {"config": asdict(c), "metric": task.metric, "sizes": {
-        "labeled": len(task.labeled), "transfer": len(task.transfer), "test": len(task.test)},
-        "test_split": task.test.source, "rows": rows, "seconds": round(time.time() - started, 1)}
+        "labeled": len(task.labeled), "transfer": len(task.transfer), "test": len(task.test),
+        "calibration": len(cal_texts)},
+        "test_split": task.test.source, "rows": rows,
+        "calibration": {"method": "temperature fitted on labelled texts held out of the students' transfer set, "
+                                  "against their gold labels (negative log-likelihood)", "texts": len(cal_texts)},
+        "chance": chance(task.metric, gold, n_classes)}
+    warnings = warnings_for(results)
+    for line in warnings:
+        log.warning(line)
+    results["warnings"] = warnings
+    results["seconds"] = round(time.time() - started, 1)
     write_json(run_dir / "results.json", results)
     (run_dir / "results.md").write_text(format_table(results) + "\n")
     return results
+
+
+def calibrated(student: Student, texts: list[str], gold: list[int]) -> Student:
+    """The student with its temperature fitted on `texts` (held out of its training) and their gold labels."""
+    if texts:
+        student.calibrate(texts, np.asarray(gold))
+        log.info("%s: temperature %.2f (fitted on %d held-out labelled texts)", student.model_type,
+                 student.temperature_, len(texts))
+    return student
+
+
+def unknown_rate(student: Student, texts: list[str]) -> float:
+    """Share of the word tokens of `texts` (as far as the student reads them) that are not in its vocabulary."""
+    ids = student.vocab_.encode_batch(texts)
+    total = sum(len(x) for x in ids)
+    return sum(int(np.count_nonzero(np.asarray(x) == 1)) for x in ids) / max(total, 1)
+
+
+HINTS = {"bilstm": "the BiLSTM student (--students bilstm)",
+         "transfer": "more transfer text (`tinydistill augment --data ... --out POOL`, then `run --transfer POOL`)",
+         "teacher": "a stronger teacher (--teacher mpnet-base)"}
+
+
+def warnings_for(results: dict) -> list[str]:
+    """One line per problem a user should know of: a distilled student more than 3 points below its teacher,
+    or a teacher within 5 points of chance (the best constant predictor's score); each says what usually helps."""
+    metric = "MCC" if results["metric"] == "mcc" else "F1"
+    teacher, out = results["rows"][0], []
+    floor = results["chance"]
+    if teacher["headline"] - floor < 0.05:
+        out.append(f"the teacher scores {100 * teacher['headline']:.1f} {metric}, within 5 points of chance "
+                   f"({100 * floor:.1f}, the best constant answer): its students cannot learn what it does not "
+                   f"know; what usually helps: {HINTS['teacher']} or more labels")
+    for row in results["rows"][1:]:
+        gap = teacher["headline"] - row["headline"]
+        if row["model"].endswith("-nods") or gap <= 0.03:
+            continue
+        hints = [HINTS[k] for k in ("bilstm", "transfer", "teacher") if k != row["model"]]
+        out.append(f"{row['model']} is {100 * gap:.1f} {metric} points below its teacher "
+                   f"({100 * row['headline']:.1f} against {100 * teacher['headline']:.1f}); what usually helps: "
+                   + ", ".join(hints))
+    return out
 
 
 def measure_speed(rows: list[dict], teacher: Teacher, models: dict[str, Student], texts: list[str],
@@ -313,14 +404,28 @@ def write_json(path: Path, obj: dict) -> None:
 def format_table(results: dict) -> str:
     """The paper's Table 2 layout: one row per model, its score, size, compression and speedup."""
     metric = "MCC" if results["metric"] == "mcc" else "F1"
-    head = f"| model | {metric} | acc | macro-F1 | params | compression | texts/s | speedup | batch-1 ms | speedup b1 |"
+    head = (f"| model | {metric} | acc | macro-F1 | ECE | ECE calibrated | agree transfer | agree test | unknown words "
+            "| params | compression | texts/s | speedup | batch-1 ms | speedup b1 |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for r in results["rows"]:
+
+    def cell(r: dict, key: str, scale: float = 1.0, digits: int = 3) -> str:  # old results lack the new keys
+        return "-" if r.get(key) is None else f"{scale * r[key]:.{digits}f}"
+
+    for i, r in enumerate(results["rows"]):
         speed = (f"{r['texts_per_s']:,.0f} | x{r['speedup']:,.0f} | {r['latency_ms']:.2f} | x{r['speedup_batch1']:,.0f}"
                  if "texts_per_s" in r else "- | - | - | -")
+        calibration = (f"{cell(r, 'ece')} | -" if i == 0 else f"{cell(r, 'ece_before')} | {cell(r, 'ece')}")
         lines.append(f"| {r['model']} | {100 * r['headline']:.1f} | {100 * r['accuracy']:.1f} | "
-                     f"{100 * r['macro_f1']:.1f} | {r['params']:,} | x{r['compression']:,.0f} | {speed} |")
+                     f"{100 * r['macro_f1']:.1f} | {calibration} | {cell(r, 'agree_transfer', 100, 1)} | "
+                     f"{cell(r, 'agree_test', 100, 1)} | {cell(r, 'unknown_rate', 100, 1)} | {r['params']:,} | "
+                     f"x{r['compression']:,.0f} | {speed} |")
     s = results["sizes"]
     lines.append(f"\n{s['labeled']} labels, {s['transfer']:,} transfer texts, {s['test']:,} test texts "
                  f"({results['test_split']}); {results['seconds']:.0f} s")
+    if s.get("calibration"):
+        lines.append(f"ECE: expected calibration error on the test texts (15 bins); calibrated: with the temperature "
+                     f"fitted on {s['calibration']} labelled texts that the students did not train on. Agreement "
+                     "with the teacher (%) on the transfer texts the student trained on and on the test texts; "
+                     "unknown words: % of the test texts' words not in the student's vocabulary.")
+    lines += [f"\nwarning: {w}" for w in results.get("warnings", [])]
     return "\n".join(lines)

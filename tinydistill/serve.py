@@ -1,7 +1,7 @@
 """HTTP server for a student: a FastAPI app over the numpy runtime, served by uvicorn (the `serve` extra).
 
-    POST /predict   {"text": "..."} -> {"label": ..., "probabilities": {...}}
-                    {"texts": ["...", ...]} -> {"predictions": [{"label": ..., "probabilities": {...}}, ...]}
+    POST /predict   {"text": "..."} -> {"label": ..., "probabilities": {...}, "unknown_rate": ..., "reason": ...}
+                    {"texts": ["...", ...]} -> {"predictions": [{"label": ..., ...}, ...]}
     GET  /health    {"status": "ok"}
     GET  /metadata  model type, labels, sizes, tokenizer settings and the server's limits
     GET  /openapi.json, /docs
@@ -61,8 +61,10 @@ class PredictRequest(BaseModel):
 
 
 class Prediction(BaseModel):
-    label: str = Field(description="the most probable label")
-    probabilities: dict[str, float] = Field(description="the probability of every label")
+    label: str | None = Field(description="the most probable label; null when the server abstains (see reason)")
+    probabilities: dict[str, float] = Field(description="the probability of every label (calibrated)")
+    unknown_rate: float = Field(description="share of the text's words that are not in the model's vocabulary")
+    reason: str | None = Field(None, description="why the server abstained (--min-confidence, --max-unknown)")
 
 
 class Predictions(BaseModel):
@@ -100,8 +102,11 @@ class _BodyLimit:
         await self.app(scope, limited, send)
 
 
-def create_app(model: runtime.Model, limits: Limits | None = None) -> FastAPI:
-    """The FastAPI app serving `model`; `limits` default to `Limits()`."""
+def create_app(model: runtime.Model, limits: Limits | None = None, min_confidence: float | None = None,
+               max_unknown: float | None = None) -> FastAPI:
+    """The FastAPI app serving `model`; `limits` default to `Limits()`; it abstains (label null, with a reason)
+    under `min_confidence` or over `max_unknown` (see `runtime.Model.predictions`)."""
+    runtime.check_abstain(min_confidence, max_unknown)
     limits = limits or Limits()
     app = FastAPI(title="tinydistill", version=__version__,
                   description=f"Text classification by a tinydistill {model.model_type} student "
@@ -128,10 +133,8 @@ def create_app(model: runtime.Model, limits: Limits | None = None) -> FastAPI:
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
     def answer(texts: list[str]) -> list[Prediction]:
-        probs = model.predict_proba([t[:limits.max_chars] for t in texts]).tolist()
-        best = [max(range(len(p)), key=p.__getitem__) for p in probs]
-        return [Prediction(label=model.labels[b], probabilities=dict(zip(model.labels, p, strict=True)))
-                for b, p in zip(best, probs, strict=True)]
+        return [Prediction(**p) for p in model.predictions([t[:limits.max_chars] for t in texts], min_confidence,
+                                                            max_unknown)]
 
     @app.post("/predict", response_model=Prediction | Predictions, responses={
         400: {"description": "the body is not JSON"}, 413: {"description": "body or batch over the limits"},
@@ -160,19 +163,20 @@ def create_app(model: runtime.Model, limits: Limits | None = None) -> FastAPI:
     @app.get("/metadata")
     def metadata() -> dict:
         """The model's type, labels, sizes and tokenizer settings, and the server's limits."""
-        return {**model.metadata(), "limits": asdict(limits), "tinydistill": __version__}
+        return {**model.metadata(), "limits": asdict(limits), "tinydistill": __version__,
+                "abstain": {"min_confidence": min_confidence, "max_unknown": max_unknown}}
 
     return app
 
 
 def serve(model_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None,
-          log_level: str = "info") -> None:
+          log_level: str = "info", min_confidence: float | None = None, max_unknown: float | None = None) -> None:
     """Load the student in `model_dir` and serve it with uvicorn until interrupted."""
     try:
         import uvicorn
     except ImportError:
         raise TinyDistillError("serving needs fastapi and uvicorn: pip install 'tinydistill[serve]'") from None
     model = runtime.load(model_dir)
-    app = create_app(model, limits)
+    app = create_app(model, limits, min_confidence, max_unknown)
     log.info("serving %s (%s, labels %s) on http://%s:%d", model_dir, model.model_type, model.labels, host, port)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)  # per-request logs halve rps

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from tinydistill.errors import TinyDistillError
-from tinydistill.runtime import FORMAT, read_config, replace_folder  # torch-free: the runtime reads folders too
+from tinydistill.runtime import FORMAT, read_config, replace_folder, softmax  # torch-free: reads folders too
 from tinydistill.words import TokenizerConfig, Vocabulary
 
 log = logging.getLogger(__name__)
@@ -168,6 +168,7 @@ class Student:
         if self.vectors is not None:
             init_embeddings(self.module_.embedding, self.vocab_, *self.vectors)
         self.classes_ = np.array(list(label_names) if label_names else [str(i) for i in range(n_classes)])
+        self.temperature_ = 1.0  # until `calibrate`
         desc = f"{self.model_type} {'distil' if y.ndim == 2 else 'NoDs'}"
         self.history_ = fit_module(self.module_, self.vocab_.encode_batch(texts), y, self.train or TrainConfig(),
                                    hard=None if hard is None else np.asarray(hard), progress=progress, desc=desc)
@@ -191,9 +192,16 @@ class Student:
         return out
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        scores = self.logits(texts)
-        scores = np.exp(scores - scores.max(1, keepdims=True))
-        return scores / scores.sum(1, keepdims=True)
+        """Class probabilities: softmax of the logits divided by `temperature_` (1 until `calibrate`)."""
+        return softmax(self.logits(texts), getattr(self, "temperature_", 1.0))
+
+    def calibrate(self, texts: Sequence[str], target) -> Student:
+        """Fit the temperature of `predict_proba` on held-out texts: `target` holds their class indices (n,)
+        or the probabilities to match (n, classes). The argmax, hence `predict`, does not change."""
+        from tinydistill.evaluate import fit_temperature
+
+        self.temperature_ = fit_temperature(self.logits(texts), target)
+        return self
 
     def predict(self, texts: Sequence[str]) -> np.ndarray:
         """Class indices (index `classes_` for names)."""
@@ -216,7 +224,8 @@ class Student:
         tmp = folder.with_name(folder.name + ".tmp")
         tmp.mkdir(parents=True, exist_ok=True)
         meta = {"format": FORMAT, "version": 1, "model_type": self.model_type, "config": asdict(self.config_),
-                "labels": [str(c) for c in self.classes_], "tokenizer": self.vocab_.config_dict()}
+                "labels": [str(c) for c in self.classes_], "tokenizer": self.vocab_.config_dict(),
+                "temperature": float(getattr(self, "temperature_", 1.0))}
         (tmp / "config.json").write_text(json.dumps(meta, indent=2))
         self.vocab_.save(tmp)
         save_file({k: v.contiguous() for k, v in self.module_.state_dict().items()}, str(tmp / "model.safetensors"))
@@ -239,6 +248,7 @@ class Student:
         student.config_ = config
         student.vocab_ = Vocabulary.load(folder, meta.get("tokenizer"))
         student.classes_ = np.array(meta["labels"])
+        student.temperature_ = float(meta.get("temperature", 1.0))
         student.module_ = module_cls(config)
         weights = folder / "model.safetensors"
         if not weights.exists():
