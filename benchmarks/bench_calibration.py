@@ -5,8 +5,8 @@ should be fitted on, agreement with the teacher, unknown-word rates and the warn
 
 For every distilled student of every run folder it reads `results.json` and, with `--options`, refits the
 temperature on each candidate held-out set to compare them on the true test labels:
-- `labels`: the labelled texts held out of the student's transfer set, against their gold labels (what
-  `tinydistill run` does; the temperature stored in the student's config.json);
+- `labels`: labelled texts outside the teacher's sample, held out of the student's transfer set, against their
+  gold labels (what `tinydistill run` does; the temperature stored in the student's config.json);
 - `transfer-soft`: the slice of the transfer set that training held out for model selection (5%, at most 2,000
   texts), against the teacher's probabilities;
 - `transfer-hard`: the same slice against the teacher's argmax.
@@ -40,7 +40,7 @@ def options(run: Path, results: dict) -> dict[str, dict[str, float]]:
     teacher = Teacher.load(run / "teacher")
     cache = LogitCache(cache_root() / "logits.sqlite")
     transfer_logits = teacher.logits(task.transfer, cache=cache, progress=False)
-    cal_texts, _ = calibration_split(task, c.seed)
+    cal_texts = calibration_split(task, transfer_logits, c.seed)[0]
     held = set(cal_texts)
     keep = [i for i, t in enumerate(task.transfer) if t not in held]
     texts, logits = [task.transfer[i] for i in keep], transfer_logits[keep]

@@ -159,3 +159,24 @@ def test_ensemble_and_self_training_reuse_the_single_teacher(files, tiny_bert, t
                               progress=False)
     assert st.info["training"]["self_train"]["first"] == first.info["training"]
     assert st.info["training"]["self_train"]["pseudo_labelled"] == 160 and st.info["recipe"]["self_train"] == 1000
+
+
+def test_calibration_texts_the_teacher_never_saw(tmp_path):
+    import numpy as np
+    from conftest import toy_texts
+
+    from tinydistill.data import Split
+    from tinydistill.pipeline import Task, calibration_split
+
+    texts, labels = toy_texts(300)
+    split = Split(texts, labels, ["neg", "pos"], "toy")
+    names = split.label_names
+    labeled, spare = Split(texts[:40], labels[:40], names), Split(texts[40:], labels[40:], names)
+    logits = np.random.default_rng(0).normal(size=(300, 2))
+    held, target, method = calibration_split(Task(labeled, texts, split, "f1", spare), logits, 0)
+    assert method == "labels" and len(held) == 60 and not set(held) & set(labeled.texts)  # a fifth of 300
+    assert target.tolist() == [labels[texts.index(t)] for t in held]  # gold labels, not the teacher's
+    held, target, method = calibration_split(Task(split, texts, split, "f1"), logits, 0)  # all labels: the teacher's
+    assert method == "teacher" and len(held) == 30 and target.shape == (30, 2)
+    np.testing.assert_allclose(target.sum(1), 1.0)
+    assert calibration_split(Task(split, texts[:50], split, "f1"), logits, 0)[2] == "none"

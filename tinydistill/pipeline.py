@@ -68,6 +68,7 @@ class Task:
     transfer: list[str]
     test: data_mod.Split
     metric: str
+    spare: data_mod.Split | None = None  # labelled training texts outside `labeled`: the teacher never sees them
 
 
 def load_task(c: RunConfig, transfer: bool = True) -> Task:
@@ -100,7 +101,7 @@ def load_task(c: RunConfig, transfer: bool = True) -> Task:
     test = data_mod.align_labels(test, train.label_names)
     if c.test_size and c.test_size < len(test):
         test = data_mod.stratified_sample(test, c.test_size, 0)[0]
-    labeled = train if size == len(train) else data_mod.stratified_sample(train, size, c.seed)[0]
+    labeled, spare = (train, None) if size == len(train) else data_mod.stratified_sample(train, size, c.seed)
     data_mod.check_trainable(labeled)
     texts = list(train.texts) + extra
     for source in c.transfer if transfer else ():
@@ -111,7 +112,7 @@ def load_task(c: RunConfig, transfer: bool = True) -> Task:
     texts = [t for t in texts if t.strip()]
     if not texts:
         raise TinyDistillError(f"{train.source}: the transfer set is empty")
-    return Task(labeled, texts, test, metric)
+    return Task(labeled, texts, test, metric, spare)
 
 
 def read_transfer(source: str) -> list[str]:
@@ -220,25 +221,33 @@ def get_student(name: str, folder: Path, key: str, fit) -> Student:
     return student
 
 
-CALIBRATION_MAX = 500  # labelled texts kept out of the students' transfer set to fit their temperature
+CALIBRATION_MAX = 500  # held-out texts on which the students' temperature is fitted (kept out of their training)
 CALIBRATION_MIN = 20  # fewer than this: no temperature is fitted (it stays 1)
 AGREEMENT_MAX = 10_000  # transfer texts (a seeded sample) on which agreement with the teacher is measured
 
 
-def calibration_split(task: Task, seed: int) -> tuple[list[str], list[int]]:
-    """Labelled texts (and their gold labels) on which the students' temperature is fitted.
+def calibration_split(task: Task, transfer_logits: np.ndarray, seed: int) -> tuple[list[str], np.ndarray, str]:
+    """Held-out texts and targets on which the students' temperature is fitted, and how they were chosen.
 
-    Students are overconfident on text they never saw: they copy the teacher's logit scale on the transfer texts
-    they memorise, and the teacher itself is overconfident. So the temperature is fitted against gold labels
-    on texts that neither trained the student nor, being labels, need the teacher to be right: up to
-    `CALIBRATION_MAX` of the labelled texts, at most a fifth of the transfer set, which the students then do
-    not train on. Empty (no calibration) when that leaves fewer than `CALIBRATION_MIN`.
+    Students are overconfident on text they never saw, and so is a teacher fine-tuned on a few hundred labels;
+    only gold labels that neither of them trained on measure how often a student is right (measured on SST-2 and
+    AG News, see results/calibration.md). So the texts are, when the training split has labels beyond the
+    teacher's sample (`spare`): a stratified sample of `CALIBRATION_MAX` of them (at most a fifth of the transfer
+    set) with their gold labels ("labels"). Otherwise (every label went to the teacher): a seeded slice of the
+    transfer set against the teacher's probabilities ("teacher"), the next best. The students do not train on
+    these texts. Empty (no calibration) when fewer than `CALIBRATION_MIN` would be left.
     """
-    n = min(len(task.labeled), CALIBRATION_MAX, len(task.transfer) // 5)
-    if n < CALIBRATION_MIN or task.labeled.labels is None:
-        return [], []
-    pick = np.sort(np.random.default_rng(seed).choice(len(task.labeled), n, replace=False))
-    return [task.labeled.texts[i] for i in pick], [int(task.labeled.labels[i]) for i in pick]
+    n = min(CALIBRATION_MAX, len(task.transfer) // 5)
+    spare = task.spare
+    if spare is not None and spare.labels is not None and min(n, len(spare)) >= max(CALIBRATION_MIN,
+                                                                                      len(spare.label_names)):
+        sample = data_mod.stratified_sample(spare, min(n, len(spare)), seed)[0]
+        return sample.texts, np.asarray(sample.labels), "labels"
+    n = min(n, len(task.transfer) // 10)
+    if n < CALIBRATION_MIN:
+        return [], np.zeros(0), "none"
+    pick = np.sort(np.random.default_rng(seed).choice(len(task.transfer), n, replace=False))
+    return [task.transfer[i] for i in pick], softmax(transfer_logits[pick]), "teacher"
 
 
 def run(c: RunConfig, progress: bool = True) -> dict:
@@ -265,19 +274,19 @@ def run(c: RunConfig, progress: bool = True) -> dict:
              "training": teacher.info.get("training")}]
     models: dict[str, Student] = {}
     train_cfg = TrainConfig(loss=c.loss, seed=c.seed)
-    cal_texts, cal_gold = calibration_split(task, c.seed)
+    cal_texts, cal_target, cal_method = calibration_split(task, transfer_logits, c.seed)
     held = set(cal_texts)
     keep = [i for i, t in enumerate(task.transfer) if t not in held]  # the students' transfer texts
     student_texts, student_logits = [task.transfer[i] for i in keep], transfer_logits[keep]
-    log.info("calibration: %d labelled texts held out of the students' transfer set (%d of %d texts left)",
-             len(cal_texts), len(student_texts), len(task.transfer))
+    log.info("calibration: %d held-out texts (%s), %d of the %d transfer texts left for the students",
+             len(cal_texts), CALIBRATION_METHODS[cal_method], len(student_texts), len(task.transfer))
     transfer_key = digest(teacher.fingerprint, task.transfer, cal_texts)
     vectors = word_vectors(c.glove)
     for name in c.students:
         key = digest(name, train_cfg.to_dict(), transfer_key, vectors is not None, "calibrated")
         models[name] = get_student(name, run_dir / "students" / name, key, lambda: calibrated(Student(
             name, train=train_cfg, vectors=vectors).fit(student_texts, student_logits, task.labeled.label_names,
-                                                        progress=progress), cal_texts, cal_gold))
+                                                        progress=progress), cal_texts, cal_target))
         if c.nods:
             nods_key = digest(name, train_cfg.to_dict(), task.labeled.texts, task.labeled.labels, vectors is not None)
             models[f"{name}-nods"] = get_student(
@@ -309,8 +318,7 @@ def run(c: RunConfig, progress: bool = True) -> dict:
         "labeled": len(task.labeled), "transfer": len(task.transfer), "test": len(task.test),
         "calibration": len(cal_texts)},
         "test_split": task.test.source, "rows": rows,
-        "calibration": {"method": "temperature fitted on labelled texts held out of the students' transfer set, "
-                                  "against their gold labels (negative log-likelihood)", "texts": len(cal_texts)},
+        "calibration": {"method": cal_method, "texts": len(cal_texts), "about": CALIBRATION_METHODS[cal_method]},
         "chance": chance(task.metric, gold, n_classes)}
     warnings = warnings_for(results)
     for line in warnings:
@@ -322,12 +330,18 @@ def run(c: RunConfig, progress: bool = True) -> dict:
     return results
 
 
-def calibrated(student: Student, texts: list[str], gold: list[int]) -> Student:
-    """The student with its temperature fitted on `texts` (held out of its training) and their gold labels."""
+CALIBRATION_METHODS = {
+    "labels": "labelled texts that neither the teacher nor the students trained on, against their gold labels",
+    "teacher": "transfer texts the students did not train on, against the teacher's probabilities",
+    "none": "too few texts to hold out: temperature 1"}
+
+
+def calibrated(student: Student, texts: list[str], target: np.ndarray) -> Student:
+    """The student with its temperature fitted on `texts` (held out of its training) and their `target`."""
     if texts:
-        student.calibrate(texts, np.asarray(gold))
-        log.info("%s: temperature %.2f (fitted on %d held-out labelled texts)", student.model_type,
-                 student.temperature_, len(texts))
+        student.calibrate(texts, target)
+        log.info("%s: temperature %.2f (fitted on %d held-out texts)", student.model_type, student.temperature_,
+                 len(texts))
     return student
 
 
@@ -423,8 +437,9 @@ def format_table(results: dict) -> str:
     lines.append(f"\n{s['labeled']} labels, {s['transfer']:,} transfer texts, {s['test']:,} test texts "
                  f"({results['test_split']}); {results['seconds']:.0f} s")
     if s.get("calibration"):
+        about = results.get("calibration", {}).get("about", "held-out texts")
         lines.append(f"ECE: expected calibration error on the test texts (15 bins); calibrated: with the temperature "
-                     f"fitted on {s['calibration']} labelled texts that the students did not train on. Agreement "
+                     f"fitted on {s['calibration']} {about}. Agreement "
                      "with the teacher (%) on the transfer texts the student trained on and on the test texts; "
                      "unknown words: % of the test texts' words not in the student's vocabulary.")
     lines += [f"\nwarning: {w}" for w in results.get("warnings", [])]
