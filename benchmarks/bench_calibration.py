@@ -1,7 +1,8 @@
 """Calibration of the students of finished runs: ECE before and after, which held-out target the temperature
 should be fitted on, agreement with the teacher, unknown-word rates and the warnings, as Markdown + JSON.
 
-    python benchmarks/bench_calibration.py runs/cal-sst2-s* runs/cal-agnews-s* --out results/calibration
+    python benchmarks/bench_calibration.py runs/cal-sst2-s* runs/cal-agnews-s* --out results/calibration \
+        --recorded results/table2.json
 
 For every distilled student of every run folder it reads `results.json` and, with `--options`, refits the
 temperature on each candidate held-out set to compare them on the true test labels:
@@ -11,6 +12,8 @@ temperature on each candidate held-out set to compare them on the true test labe
   texts), against the teacher's probabilities;
 - `transfer-hard`: the same slice against the teacher's argmax.
 The teacher's logits come from the run's cache (nothing is recomputed when the run finished).
+`--recorded TABLE.json` also lists the warnings `tinydistill run` would give on the runs a `reproduce` table
+recorded (their scores as recorded; chance from each dataset's test labels).
 """
 
 from __future__ import annotations
@@ -22,10 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
+from tinydistill import data as data_mod
 from tinydistill.bases import cache_root
 from tinydistill.distill import TrainConfig
-from tinydistill.evaluate import ece, fit_temperature
-from tinydistill.pipeline import RunConfig, calibration_split, load_task, write_json
+from tinydistill.evaluate import chance, ece, fit_temperature
+from tinydistill.pipeline import RunConfig, calibration_split, load_task, warnings_for, write_json
 from tinydistill.runtime import softmax
 from tinydistill.students import Student
 from tinydistill.teacher import LogitCache, Teacher
@@ -60,6 +64,23 @@ def options(run: Path, results: dict) -> dict[str, dict[str, float]]:
     return out
 
 
+def recorded_warnings(path: Path) -> list[dict]:
+    """The warnings of `pipeline.warnings_for` on every run of a `reproduce` table (teacher + distilled students)."""
+    out = []
+    for r in json.loads(path.read_text())["runs"]:
+        spec = data_mod.PAPER_DATASETS[r["dataset"]]
+        test = data_mod.load_paper_dataset(r["dataset"], spec.test, None)
+        if r["sizes"]["test"] < len(test):  # the pipeline's --test-size sample
+            test = data_mod.stratified_sample(test, r["sizes"]["test"], 0)[0]
+        rows = [rec for rec in r["records"] if rec["model"] in ("teacher", "cbow", "bilstm")]
+        floor = chance(spec.metric, test.labels or [], len(test.label_names))
+        lines = warnings_for({"metric": spec.metric, "chance": floor, "rows": rows,
+                              "chance_accuracy": chance("accuracy", test.labels or [], len(test.label_names))})
+        out.append({"data": r["dataset"], "seed": r["seed"], "scores": {x["model"]: x["headline"] for x in rows},
+                    "chance": floor, "warnings": lines})
+    return out
+
+
 def pm(values: list[float], scale: float = 1.0, digits: int = 3) -> str:
     v = [x for x in values if x is not None]
     if not v:
@@ -74,6 +95,7 @@ def main() -> None:
     p.add_argument("runs", nargs="+", help="run folders with results.json")
     p.add_argument("--out", required=True, help="output prefix: writes PREFIX.md and PREFIX.json")
     p.add_argument("--options", action="store_true", help="also compare the held-out targets (loads the teacher)")
+    p.add_argument("--recorded", type=Path, help="a reproduce table's JSON: the warnings its runs would get")
     a = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     records, warnings = [], []
@@ -130,10 +152,19 @@ def main() -> None:
     lines += [f"- {w['data']} seed {w['seed']}: `WARNING {w['warning']}`" for w in warnings] or ["- none"]
     silent = sorted({Path(r["run"]).name for r in records} - {Path(w["run"]).name for w in warnings})
     lines += ["", f"No warning in: {', '.join(silent) or '-'}."]
+    recorded = recorded_warnings(a.recorded) if a.recorded else []
+    if recorded:
+        lines += ["", f"## Warnings on the runs recorded in {a.recorded} (MiniLM teacher; scores as recorded)", "",
+                  "| data | seed | teacher | CBoW-FFN | BiLSTM | chance | warnings |", "|" + "---|" * 7]
+        for r in recorded:
+            sc = r["scores"]
+            lines.append(f"| {r['data']} | {r['seed']} | " + " | ".join(
+                f"{100 * sc[m]:.1f}" if m in sc else "-" for m in ("teacher", "cbow", "bilstm"))
+                + f" | {100 * r['chance']:.1f} | " + ("<br>".join(f"`{w}`" for w in r["warnings"]) or "none") + " |")
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    write_json(out.with_suffix(".json"), {"records": records, "warnings": warnings})
+    write_json(out.with_suffix(".json"), {"records": records, "warnings": warnings, "recorded": recorded})
     print("\n".join(lines))
 
 

@@ -27,7 +27,7 @@ def test_agreement_and_chance():
     assert agreement([0, 1, 2, 2], [0, 1, 1, 2]) == 0.75
     gold = np.array([1] * 3 + [0] * 7)
     assert chance("f1", gold, 2) == pytest.approx(f1_score(gold, np.ones(10)))  # always "positive": 2p/(1+p)
-    assert chance("mcc", gold, 2) == 0.0
+    assert chance("mcc", gold, 2) == 0.0 and chance("accuracy", gold, 2) == 0.7
     three = np.array([0] * 5 + [1] * 3 + [2] * 2)
     best = max(f1_score(three, np.full(10, k), average="macro", labels=[0, 1, 2], zero_division=0) for k in range(3))
     assert chance("f1", three, 3) == pytest.approx(best) == pytest.approx((2 * 0.5 / 1.5) / 3)
@@ -54,6 +54,13 @@ def test_warnings_say_what_helps():
     lines = warnings_for(results(0.80, {"cbow": 0.76, "bilstm": 0.775}))
     assert len(lines) == 1 and lines[0].startswith("cbow is 4.0 F1 points below its teacher (76.0 against 80.0)")
     assert "--students bilstm" in lines[0] and "tinydistill augment" in lines[0] and "--teacher mpnet-base" in lines[0]
+    assert "`" not in lines[0]  # quoted as code in Markdown tables
     weak = warnings_for(results(0.03, {"cbow": -0.01, "bilstm": -0.02}, metric="mcc", floor=0.0))
-    assert len(weak) == 3 and "within 5 points of chance (0.0" in weak[0] and "MCC" in weak[0]
-    assert "--students bilstm" not in weak[2]  # no point telling the BiLSTM to be a BiLSTM
+    assert len(weak) == 3 and weak[0].startswith("the teacher scores 3.0 MCC (chance 0.0), within 5 points of chance")
+    assert "--teacher mpnet-base" in weak[0] and "--students bilstm" not in weak[2]  # the BiLSTM is one already
+    # CoLA's MiniLM teacher: 9 MCC, but less accurate than always answering "acceptable"
+    cola = results(0.09, {"cbow": 0.08}, metric="mcc", floor=0.0)
+    cola["rows"][0]["accuracy"], cola["chance_accuracy"] = 0.652, 0.686
+    assert warnings_for(cola) == ["the teacher scores 65.2% accuracy (always answering the largest class: 68.6%), "
+                                  "within 5 points of chance: its students cannot learn what it does not know; what "
+                                  "usually helps: a stronger teacher (--teacher mpnet-base) or more labels"]

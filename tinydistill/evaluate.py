@@ -81,12 +81,15 @@ def agreement(a: ArrayLike, b: ArrayLike) -> float:
 
 
 def chance(metric: str, gold: ArrayLike, n_classes: int) -> float:
-    """The headline score of the best constant predictor on `gold`: MCC 0; the positive-class F1 of always
-    answering positive (binary F1); the macro-F1 of always answering the class that scores best."""
+    """The score of the best constant predictor on `gold` for `metric`: MCC 0; accuracy, the largest class's
+    share; binary F1, the positive-class F1 of always answering positive; else the macro-F1 of always answering
+    the class that scores best."""
     if metric == "mcc":
         return 0.0
     y = np.asarray(gold, dtype=np.int64)
     share = np.bincount(y, minlength=n_classes) / max(len(y), 1)
+    if metric == "accuracy":
+        return float(share.max())
     if n_classes == 2:
         return float(2 * share[1] / (1 + share[1]))  # precision = share, recall = 1
     return float(np.max(2 * share / (1 + share)) / n_classes)  # that class's F1; every other class scores 0

@@ -319,7 +319,7 @@ def run(c: RunConfig, progress: bool = True) -> dict:
         "calibration": len(cal_texts)},
         "test_split": task.test.source, "rows": rows,
         "calibration": {"method": cal_method, "texts": len(cal_texts), "about": CALIBRATION_METHODS[cal_method]},
-        "chance": chance(task.metric, gold, n_classes)}
+        "chance": chance(task.metric, gold, n_classes), "chance_accuracy": chance("accuracy", gold, n_classes)}
     warnings = warnings_for(results)
     for line in warnings:
         log.warning(line)
@@ -353,20 +353,25 @@ def unknown_rate(student: Student, texts: list[str]) -> float:
 
 
 HINTS = {"bilstm": "the BiLSTM student (--students bilstm)",
-         "transfer": "more transfer text (`tinydistill augment --data ... --out POOL`, then `run --transfer POOL`)",
+         "transfer": "more transfer text (tinydistill augment --data DATA --out POOL, then run with --transfer POOL)",
          "teacher": "a stronger teacher (--teacher mpnet-base)"}
 
 
 def warnings_for(results: dict) -> list[str]:
     """One line per problem a user should know of: a distilled student more than 3 points below its teacher,
-    or a teacher within 5 points of chance (the best constant predictor's score); each says what usually helps."""
+    or a teacher within 5 points of chance, on the headline metric or on accuracy (chance: the best constant
+    predictor's score, `evaluate.chance`; MCC 0); each says what usually helps."""
     metric = "MCC" if results["metric"] == "mcc" else "F1"
     teacher, out = results["rows"][0], []
-    floor = results["chance"]
-    if teacher["headline"] - floor < 0.05:
-        out.append(f"the teacher scores {100 * teacher['headline']:.1f} {metric}, within 5 points of chance "
-                   f"({100 * floor:.1f}, the best constant answer): its students cannot learn what it does not "
-                   f"know; what usually helps: {HINTS['teacher']} or more labels")
+    floor, floor_acc = results["chance"], results.get("chance_accuracy")
+    near = teacher["headline"] - floor < 0.05
+    near_acc = floor_acc is not None and "accuracy" in teacher and teacher["accuracy"] - floor_acc < 0.05
+    if near or near_acc:
+        what = (f"{100 * teacher['headline']:.1f} {metric} (chance {100 * floor:.1f})" if near else
+                f"{100 * teacher['accuracy']:.1f}% accuracy (always answering the largest class: "
+                f"{100 * (floor_acc or 0.0):.1f}%)")
+        out.append(f"the teacher scores {what}, within 5 points of chance: its students cannot learn what it does "
+                   f"not know; what usually helps: {HINTS['teacher']} or more labels")
     for row in results["rows"][1:]:
         gap = teacher["headline"] - row["headline"]
         if row["model"].endswith("-nods") or gap <= 0.03:
