@@ -33,7 +33,7 @@ def test_pipeline_end_to_end_and_resume(files, tiny_bert, tmp_path, monkeypatch)
     results = run(config(files, tiny_bert, tmp_path), progress=False)
     rows = {r["model"].split(" ")[0]: r for r in results["rows"]}
     assert set(rows) == {"teacher", "cbow", "cbow-nods"}
-    assert results["sizes"] == {"labeled": 40, "transfer": 200, "test": 60, "calibration": 40}
+    assert results["sizes"] == {"labeled": 40, "transfer": 200, "test": 60, "calibration": 20}
     # the temperature is fitted on labelled texts the student never trained on, and saved with it
     cbow = rows["cbow"]
     assert cbow["temperature"] > 0 and 0 <= cbow["ece"] <= 1 and 0 <= cbow["ece_before"] <= 1
@@ -168,13 +168,13 @@ def test_calibration_texts_the_teacher_never_saw(tmp_path):
     from tinydistill.data import Split
     from tinydistill.pipeline import Task, calibration_split
 
-    texts, labels = toy_texts(300)
+    texts, labels = toy_texts(600)
     split = Split(texts, labels, ["neg", "pos"], "toy")
     names = split.label_names
     labeled, spare = Split(texts[:40], labels[:40], names), Split(texts[40:], labels[40:], names)
-    logits = np.random.default_rng(0).normal(size=(300, 2))
+    logits = np.random.default_rng(0).normal(size=(600, 2))
     held, target, method = calibration_split(Task(labeled, texts, split, "f1", spare), logits, 0)
-    assert method == "labels" and len(held) == 60 and not set(held) & set(labeled.texts)  # a fifth of 300
+    assert method == "labels" and len(held) == 60 and not set(held) & set(labeled.texts)  # a tenth of 600
     assert target.tolist() == [labels[texts.index(t)] for t in held]  # gold labels, not the teacher's
     held, target, method = calibration_split(Task(split, texts, split, "f1"), logits, 0)  # all labels: the teacher's
     assert method == "teacher" and len(held) == 30 and target.shape == (30, 2)

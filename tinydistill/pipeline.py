@@ -230,20 +230,20 @@ def calibration_split(task: Task, transfer_logits: np.ndarray, seed: int) -> tup
     """Held-out texts and targets on which the students' temperature is fitted, and how they were chosen.
 
     Students are overconfident on text they never saw, and so is a teacher fine-tuned on a few hundred labels;
-    only gold labels that neither of them trained on measure how often a student is right (measured on SST-2 and
-    AG News, see results/calibration.md). So the texts are, when the training split has labels beyond the
-    teacher's sample (`spare`): a stratified sample of `CALIBRATION_MAX` of them (at most a fifth of the transfer
-    set) with their gold labels ("labels"). Otherwise (every label went to the teacher): a seeded slice of the
-    transfer set against the teacher's probabilities ("teacher"), the next best. The students do not train on
-    these texts. Empty (no calibration) when fewer than `CALIBRATION_MIN` would be left.
+    only gold labels that neither of them trained on measure how often a student is right (see
+    results/calibration.md). So the texts are, when the training split has labels beyond the teacher's sample
+    (`spare`): a stratified sample of `CALIBRATION_MAX` of them (at most a tenth of the transfer set's size) with
+    their gold labels ("labels"). Otherwise (every label went to the teacher): a seeded slice of the transfer set
+    (at most a twentieth) against the teacher's probabilities ("teacher"), the next best. The students do not
+    train on these texts. Empty (no calibration) when fewer than `CALIBRATION_MIN` would be left.
     """
-    n = min(CALIBRATION_MAX, len(task.transfer) // 5)
+    n = min(CALIBRATION_MAX, len(task.transfer) // 10)
     spare = task.spare
     if spare is not None and spare.labels is not None and min(n, len(spare)) >= max(CALIBRATION_MIN,
                                                                                       len(spare.label_names)):
         sample = data_mod.stratified_sample(spare, min(n, len(spare)), seed)[0]
         return sample.texts, np.asarray(sample.labels), "labels"
-    n = min(n, len(task.transfer) // 10)
+    n = min(n, len(task.transfer) // 20)
     if n < CALIBRATION_MIN:
         return [], np.zeros(0), "none"
     pick = np.sort(np.random.default_rng(seed).choice(len(task.transfer), n, replace=False))
