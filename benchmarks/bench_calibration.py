@@ -119,7 +119,8 @@ def main() -> None:
     lines = ["# Calibration of the students (temperature scaling), test splits", "",
              "ECE: expected calibration error of the top label, 15 equal-width bins, against the test split's gold "
              "labels; before: softmax of the raw logits; after: with the temperature that `tinydistill run` "
-             "fitted on labelled texts held out of the student's transfer set (their gold labels). Agreement: "
+             "fitted on 500 labelled training texts that neither the teacher (outside its `--labeled` sample) nor "
+             "the student (held out of its transfer set) trained on, against their gold labels. Agreement: "
              "% of texts on which the student's label is the teacher's, on the transfer texts it trained on and "
              "on the test texts. Mean ± sample std over seeds.", "",
              "| data | student | seeds | F1/MCC | teacher | teacher ECE | ECE before | ECE after | temperature | "
