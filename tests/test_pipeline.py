@@ -180,3 +180,19 @@ def test_calibration_texts_the_teacher_never_saw(tmp_path):
     assert method == "teacher" and len(held) == 30 and target.shape == (30, 2)
     np.testing.assert_allclose(target.sum(1), 1.0)
     assert calibration_split(Task(split, texts[:50], split, "f1"), logits, 0)[2] == "none"
+
+
+def test_table_shows_calibration_agreement_and_warnings():
+    from tinydistill.pipeline import format_table
+
+    old = {"metric": "mcc", "rows": [{"model": "teacher (minilm)", "headline": 0.1, "accuracy": 0.65, "macro_f1": 0.5,
+                                      "params": 1000, "compression": 1.0}],
+           "sizes": {"labeled": 10, "transfer": 100, "test": 20}, "test_split": "x", "seconds": 1.0}
+    assert "| teacher (minilm) | 10.0 | 65.0 | 50.0 | - | - | - | - | - | 1,000 |" in format_table(old)  # older runs
+    new = {**old, "rows": old["rows"] + [{"model": "cbow", "headline": 0.02, "accuracy": 0.6, "macro_f1": 0.5,
+                                          "params": 10, "compression": 100.0, "ece_before": 0.2, "ece": 0.03,
+                                          "agree_transfer": 0.95, "agree_test": 0.8, "unknown_rate": 0.1}],
+           "sizes": {**old["sizes"], "calibration": 5}, "warnings": ["cbow is 8.0 MCC points below its teacher"]}
+    table = format_table(new)
+    assert "| cbow | 2.0 | 60.0 | 50.0 | 0.200 | 0.030 | 95.0 | 80.0 | 10.0 | 10 |" in table
+    assert table.endswith("\nwarning: cbow is 8.0 MCC points below its teacher")
