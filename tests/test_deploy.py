@@ -96,6 +96,25 @@ def test_predict_from_stdin(model_dir, monkeypatch, capsys, data):
     assert [r["label"] for r in rows] == labels
     np.testing.assert_allclose([list(r["probabilities"].values()) for r in rows], proba, atol=1e-6)
     assert list(rows[0]["probabilities"]) == LABELS
+    assert [r["unknown_rate"] for r in rows] == pytest.approx(runtime.load(model_dir).unknown_rate(TEXTS), abs=1e-4)
+    assert all(r["reason"] is None for r in rows)
+
+
+def test_predict_abstains(model_dir, monkeypatch, capsys, tmp_path):
+    texts = ["good film", "zzz qqq xxx", "", "awful, dull plot"]
+    stdin(monkeypatch, "\n".join(texts) + "\n")
+    predict_file(model_dir, max_unknown=0.5, min_confidence=0.0)
+    rows = jsonl(capsys.readouterr().out)
+    assert [r["label"] is None for r in rows] == [rate > 0.5 for rate in runtime.load(model_dir).unknown_rate(texts)]
+    assert rows[1]["label"] is None and rows[1]["unknown_rate"] == 1.0 and "unknown" in rows[1]["reason"]
+    (tmp_path / "in.txt").write_text("\n".join(texts) + "\n")
+    out = tmp_path / "out.csv"  # every text under a 0.99 top probability: an empty label and the reason
+    assert main(["-q", "predict", str(model_dir), str(tmp_path / "in.txt"), "-o", str(out),
+                 "--min-confidence", "0.99"]) == 0
+    lines = out.read_text().splitlines()[1:]
+    assert all(line.startswith(",") and "top probability" in line for line in lines)
+    assert main(["-q", "predict", str(model_dir), str(tmp_path / "in.txt"), "--max-unknown", "2"]) == 2
+    assert "--max-unknown must be between 0 and 1 (got 2.0)" in capsys.readouterr().err
 
 
 def test_predict_csv_stdin_to_csv(model_dir, monkeypatch, capsys):
@@ -104,8 +123,9 @@ def test_predict_csv_stdin_to_csv(model_dir, monkeypatch, capsys):
     import csv
 
     rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
-    assert rows[0] == ["label", "prob_neg", "prob_pos", "id", "text"]  # the input's columns follow, to join back on
-    assert [r[3] for r in rows[1:]] == ["1", "2", "3", "4"] and rows[4][4] == "very fun\nand lovely"
+    # the input's columns follow, to join back on
+    assert rows[0] == ["label", "prob_neg", "prob_pos", "unknown_rate", "reason", "id", "text"]
+    assert [r[5] for r in rows[1:]] == ["1", "2", "3", "4"] and rows[4][6] == "very fun\nand lovely"
     assert [r[0] for r in rows[1:]] == expected(
         model_dir, ["good film", "", "awful, dull plot", "very fun\nand lovely"])[0]
 
@@ -229,6 +249,20 @@ def test_predict_one_and_many(client, model_dir):
     many = client.post("/predict", json={"texts": TEXTS})
     assert [p["label"] for p in many.json()["predictions"]] == labels
     assert client.post("/predict", json={"texts": []}).json() == {"predictions": []}
+    assert one.json()["unknown_rate"] == 0.0 and one.json()["reason"] is None
+
+
+def test_serve_abstains(model_dir):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from tinydistill.serve import create_app
+
+    app = TestClient(create_app(runtime.load(model_dir), max_unknown=0.4))
+    body = app.post("/predict", json={"texts": ["good film", "good qqq zzz"]}).json()["predictions"]
+    assert body[0]["label"] is not None and body[1]["label"] is None
+    assert body[1]["unknown_rate"] == pytest.approx(2 / 3) and "67% of its words are unknown" in body[1]["reason"]
+    assert app.get("/metadata").json()["abstain"] == {"min_confidence": None, "max_unknown": 0.4}
 
 
 def test_health_metadata_openapi(client):
@@ -300,9 +334,10 @@ def test_serve_command_wiring(model_dir, monkeypatch):
     pytest.importorskip("fastapi")
     calls = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.update(app=app, **kw))
-    assert main(["-q", "serve", str(model_dir), "--port", "8123", "--max-texts", "2"]) == 0
+    assert main(["-q", "serve", str(model_dir), "--port", "8123", "--max-texts", "2", "--min-confidence", "1"]) == 0
     assert calls["host"] == "127.0.0.1" and calls["port"] == 8123
     from fastapi.testclient import TestClient
 
     response = TestClient(calls["app"]).post("/predict", json={"texts": ["a", "b", "c"]})
     assert response.status_code == 413
+    assert TestClient(calls["app"]).post("/predict", json={"text": "good"}).json()["label"] is None

@@ -33,7 +33,15 @@ def test_pipeline_end_to_end_and_resume(files, tiny_bert, tmp_path, monkeypatch)
     results = run(config(files, tiny_bert, tmp_path), progress=False)
     rows = {r["model"].split(" ")[0]: r for r in results["rows"]}
     assert set(rows) == {"teacher", "cbow", "cbow-nods"}
-    assert results["sizes"] == {"labeled": 40, "transfer": 200, "test": 60}
+    assert results["sizes"] == {"labeled": 40, "transfer": 200, "test": 60, "calibration": 20}
+    # the temperature is fitted on labelled texts the student never trained on, and saved with it
+    cbow = rows["cbow"]
+    assert cbow["temperature"] > 0 and 0 <= cbow["ece"] <= 1 and 0 <= cbow["ece_before"] <= 1
+    assert json.loads((tmp_path / "run" / "students" / "cbow" / "config.json").read_text())["temperature"] == \
+        cbow["temperature"]
+    assert 0 <= rows["teacher"]["ece"] <= 1 and rows["cbow-nods"]["ece"] is None
+    assert 0.5 <= cbow["agree_transfer"] <= 1 and 0.5 <= cbow["agree_test"] <= 1
+    assert 0 <= cbow["unknown_rate"] < 0.5 and isinstance(results["warnings"], list)
     assert rows["teacher"]["accuracy"] >= 0.8
     assert rows["cbow"]["accuracy"] >= 0.7 and rows["cbow"]["params"] < rows["teacher"]["params"]  # chance: 0.5
     assert rows["cbow"]["texts_per_s"] > 0 and rows["cbow"]["compression"] > 1
@@ -201,6 +209,7 @@ def test_ensemble_and_self_training_reuse_the_single_teacher(files, tiny_bert, t
     assert st.info["training"]["self_train"]["pseudo_labelled"] == 160 and st.info["recipe"]["self_train"] == 1000
 
 
+<<<<<<< HEAD
 def test_transfer_file_reads_the_text_column_and_runs_without_labeled_land_in_all(tmp_path):
     from tinydistill.pipeline import read_transfer
 
@@ -218,3 +227,39 @@ def test_default_teacher_from_the_environment(monkeypatch):
     assert build_parser().parse_args(["run"]).teacher == "/models/tiny"
     monkeypatch.delenv("TINYDISTILL_TEACHER")
     assert RunConfig().teacher == "minilm"
+=======
+def test_calibration_texts_the_teacher_never_saw(tmp_path):
+    import numpy as np
+    from conftest import toy_texts
+
+    from tinydistill.data import Split
+    from tinydistill.pipeline import Task, calibration_split
+
+    texts, labels = toy_texts(600)
+    split = Split(texts, labels, ["neg", "pos"], "toy")
+    names = split.label_names
+    labeled, spare = Split(texts[:40], labels[:40], names), Split(texts[40:], labels[40:], names)
+    logits = np.random.default_rng(0).normal(size=(600, 2))
+    held, target, method = calibration_split(Task(labeled, texts, split, "f1", spare=spare), logits, 0)
+    assert method == "labels" and len(held) == 60 and not set(held) & set(labeled.texts)  # a tenth of 600
+    assert target.tolist() == [labels[texts.index(t)] for t in held]  # gold labels, not the teacher's
+    held, target, method = calibration_split(Task(split, texts, split, "f1"), logits, 0)  # all labels: the teacher's
+    assert method == "teacher" and len(held) == 30 and target.shape == (30, 2)
+    np.testing.assert_allclose(target.sum(1), 1.0)
+    assert calibration_split(Task(split, texts[:50], split, "f1"), logits, 0)[2] == "none"
+
+
+def test_table_shows_calibration_agreement_and_warnings():
+    from tinydistill.pipeline import format_table
+
+    old = {"metric": "mcc", "rows": [{"model": "teacher (minilm)", "headline": 0.1, "accuracy": 0.65, "macro_f1": 0.5,
+                                      "params": 1000, "compression": 1.0}],
+           "sizes": {"labeled": 10, "transfer": 100, "test": 20}, "test_split": "x", "seconds": 1.0}
+    assert "| teacher (minilm) | 10.0 | 65.0 | 50.0 | - | - | - | - | - | 1,000 |" in format_table(old)  # older runs
+    new = {**old, "rows": old["rows"] + [{"model": "cbow", "headline": 0.02, "accuracy": 0.6, "macro_f1": 0.5,
+                                          "params": 10, "compression": 100.0, "ece_before": 0.2, "ece": 0.03,
+                                          "agree_transfer": 0.95, "agree_test": 0.8, "unknown_rate": 0.1}],
+           "sizes": {**old["sizes"], "calibration": 5}, "warnings": ["cbow is 8.0 MCC points below its teacher"]}
+    table = format_table(new)
+    assert "| cbow | 2.0 | 60.0 | 50.0 | 0.200 | 0.030 | 95.0 | 80.0 | 10.0 | 10 |" in table
+    assert table.endswith("\nwarning: cbow is 8.0 MCC points below its teacher")

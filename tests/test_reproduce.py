@@ -62,12 +62,14 @@ def test_table2_mean_std_paper_column_and_sizes(first, setup):
         assert row["speedup"]["mean"] > 0 and row["compression"]["mean"] > 1
     assert rows["teacher"]["accuracy"]["mean"] >= 0.9 and rows["cbow"]["accuracy"]["mean"] >= 0.7
     run = result["runs"][0]
-    assert run["sizes"] == {"labeled": 40, "transfer": 260, "test": 60}  # 200 train + a 60-sentence pool
+    assert run["sizes"] == {"labeled": 40, "transfer": 260, "test": 60, "calibration": 26}  # 200 train + 60 pool
+    assert 0.5 <= rows["cbow"]["agree_test"]["mean"] <= 1 and "agree_transfer" not in rows["teacher"]
     assert run["reference"]["timed"] == "base encoder, fresh head"
     saved = json.loads(open(result["json"]).read())
     assert saved["summary"] == json.loads(json.dumps(result["summary"]))
     md = open(result["markdown"]).read()
-    assert "| model | SST-2 F1 | acc | paper |" in md and "| 83.5 |" in md and "| 79.1 |" in md
+    assert "| model | SST-2 F1 | acc | paper | agree transfer | agree test |" in md and "| 83.5 |" in md
+    assert "| 79.1 |" in md
     assert "| TF-IDF + LR on teacher labels |" in md and "40 / 260 (paper S-train 260) / 60" in md
     assert "seeds: sst2 0, 1" in md and "teacher recipe: paper, 40 epochs" in md and "NOT the 109.5M one" in md
 

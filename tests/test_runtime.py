@@ -27,6 +27,7 @@ CONFIGS = {
     "cnn": CNNConfig(vocab_size=50, embed_dim=8, filters=4, windows=(4, 2, 3), max_length=12),
 }
 LABELS = ["neg", "neutral", "pos"]
+TEMPERATURE = 2.5
 
 
 def probe_texts(n: int = 200, seed: int = 1) -> list[str]:
@@ -41,13 +42,15 @@ def probe_texts(n: int = 200, seed: int = 1) -> list[str]:
 
 @pytest.fixture(scope="module")
 def students(tmp_path_factory) -> dict[str, tuple[Student, object]]:
-    """One tiny student of each type, fitted on random 3-class logits and saved: (student, folder)."""
+    """One tiny student of each type, fitted on random 3-class logits, given a calibration temperature other
+    than 1 (every probability below goes through it) and saved: (student, folder)."""
     texts, _ = toy_texts(40)
     logits = np.random.default_rng(0).normal(size=(40, 3)).astype(np.float32) * 3
     out = {}
     for kind, config in CONFIGS.items():
         student = Student(kind, config=config, train=TrainConfig(epochs=2, min_steps=5)).fit(
             texts, logits, LABELS, progress=False)
+        student.temperature_ = TEMPERATURE
         out[kind] = (student, student.save_pretrained(tmp_path_factory.mktemp("students") / kind))
     return out
 
@@ -57,10 +60,12 @@ def test_runtime_matches_torch(kind, students, tmp_path):
     student, folder = students[kind]
     model = runtime.load(folder)
     texts = probe_texts()
-    assert model.labels == LABELS and model.model_type == kind
+    assert model.labels == LABELS and model.model_type == kind and model.temperature == TEMPERATURE
     proba = model.predict_proba(texts)
     assert proba.shape == (len(texts), 3) and proba.dtype == np.float32
     np.testing.assert_allclose(proba, student.predict_proba(texts), atol=1e-5)
+    np.testing.assert_allclose(proba, runtime.softmax(student.logits(texts) / TEMPERATURE), atol=1e-5)
+    assert Student.from_pretrained(folder).temperature_ == TEMPERATURE
     assert model.predict(texts) == [LABELS[i] for i in student.predict_proba(texts).argmax(1)]
     # a text's result does not depend on its batch, nor on how batches are cut
     one_by_one = np.concatenate([model.predict_proba([t]) for t in texts])
@@ -70,6 +75,7 @@ def test_runtime_matches_torch(kind, students, tmp_path):
 
     numpy_export = export(folder, tmp_path / "numpy", "numpy")[0]
     np.testing.assert_array_equal(runtime.load(numpy_export).predict_proba(texts), proba)
+    assert json.loads((numpy_export / "config.json").read_text())["temperature"] == TEMPERATURE
     assert Student.from_pretrained(numpy_export).model_type == kind  # torch reads a numpy export too
 
 
@@ -78,7 +84,7 @@ def test_int8_export_agrees(kind, students, tmp_path):
     student, folder = students[kind]
     out = export(folder, tmp_path / "int8", "int8")[0]
     meta = json.loads((out / "config.json").read_text())
-    assert meta["export"]["format"] == "int8"
+    assert meta["export"]["format"] == "int8" and meta["temperature"] == TEMPERATURE
     from safetensors.numpy import load_file
 
     stored = load_file(str(out / "model.safetensors"))
@@ -99,7 +105,8 @@ def test_onnx_export_matches_torch(kind, students, tmp_path):
     session = onnxruntime.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
     model = runtime.load(out)
     texts = probe_texts(60)
-    logits = onnx_logits(session, model, texts)
+    assert json.loads((out / "config.json").read_text())["temperature"] == TEMPERATURE
+    logits = onnx_logits(session, model, texts) / model.temperature  # the export's recipe for probabilities
     probs = np.exp(logits - logits.max(1, keepdims=True))
     np.testing.assert_allclose(probs / probs.sum(1, keepdims=True), student.predict_proba(texts), atol=1e-5)
 
@@ -264,3 +271,39 @@ def test_long_batches_are_cut_by_tokens(students, monkeypatch):
     whole = model.predict_proba(texts)
     monkeypatch.setattr(runtime, "MAX_TOKENS", 20)  # many passes, and texts longer than a pass
     np.testing.assert_allclose(model.predict_proba(texts), whole, atol=1e-6)
+
+
+def test_folder_without_temperature_loads_with_one(copy_of):
+    folder = copy_of()
+    meta = json.loads((folder / "config.json").read_text())
+    del meta["temperature"]  # a folder saved before calibration existed
+    (folder / "config.json").write_text(json.dumps(meta))
+    model, student = runtime.load(folder), Student.from_pretrained(folder)
+    texts = probe_texts(20)
+    assert model.temperature == 1.0 and student.temperature_ == 1.0
+    np.testing.assert_allclose(model.predict_proba(texts), runtime.softmax(model.logits(texts)), atol=1e-6)
+    for bad in (0, -1.0, "2", None, True):
+        meta["temperature"] = bad
+        (folder / "config.json").write_text(json.dumps(meta))
+        assert "'temperature' must be a positive number" in one_line_error(folder, "config.json")
+
+
+def test_unknown_rate_and_abstention(students):
+    model = runtime.load(students["cbow"][1])
+    known = model.vocab.words[2]
+    texts = [f"{known} {known}", f"{known} zzzqqq", "zzzqqq", "", f"{known} " + "zzzqqq " * 3]
+    np.testing.assert_allclose(model.unknown_rate(texts), [0.0, 0.5, 1.0, 1.0, 0.75])
+    plain = model.predictions(texts)
+    assert [p["label"] for p in plain] == model.predict(texts) and all(p["reason"] is None for p in plain)
+    assert [p["unknown_rate"] for p in plain] == pytest.approx([0.0, 0.5, 1.0, 1.0, 0.75])
+    np.testing.assert_allclose([list(p["probabilities"].values()) for p in plain], model.predict_proba(texts),
+                               atol=1e-6)
+    picky = model.predictions(texts, max_unknown=0.5)
+    assert [p["label"] is None for p in picky] == [False, False, True, True, True]
+    assert "75% of its words are unknown" in picky[4]["reason"]
+    top = model.predict_proba(texts).max(1)
+    unsure = model.predictions(texts, min_confidence=float(np.median(top)))
+    assert [p["label"] is None for p in unsure] == (top < np.median(top)).tolist()
+    assert all("top probability" in p["reason"] for p in unsure if p["label"] is None)
+    with pytest.raises(TinyDistillError, match="--min-confidence must be between 0 and 1"):
+        model.predictions(texts, min_confidence=1.5)

@@ -21,8 +21,6 @@ from itertools import chain, islice
 from pathlib import Path
 from typing import TextIO
 
-import numpy as np
-
 from tinydistill import runtime
 from tinydistill.data import iter_json_lines
 from tinydistill.errors import TinyDistillError
@@ -64,6 +62,7 @@ def register_cli(sub) -> None:
     p.add_argument("--batch-size", type=SIZE, default=1000)
     p.add_argument("--max-chars", type=SIZE, default=100_000, help="characters kept per text before tokenising, "
                    "as serve does (default: %(default)s)")
+    add_abstain_options(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("serve", help="serve a student over HTTP (POST /predict, GET /health, /metadata)",
@@ -80,6 +79,7 @@ def register_cli(sub) -> None:
                    "$TINYDISTILL_TOKEN; set one when --host is not loopback)")
     p.add_argument("--idle-timeout", type=number(above=0), default=15.0,
                    help="close a connection that sends nothing for this many seconds (default: %(default)s)")
+    add_abstain_options(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("push", help="upload a student folder and its model card to the Hugging Face Hub",
@@ -90,6 +90,16 @@ def register_cli(sub) -> None:
     p.add_argument("--private", action="store_true", help="create the repo private")
     p.add_argument("--token", help="a Hub token with write access (default: huggingface_hub's)")
     p.set_defaults(func=cmd_push)
+
+
+def add_abstain_options(p) -> None:
+    """`--min-confidence` and `--max-unknown`, shared by `predict` and `serve`."""
+    from tinydistill.cli import number
+
+    p.add_argument("--min-confidence", type=number(minimum=0, maximum=1), metavar="P",
+                   help="abstain (label null, with a reason) when the top probability is under P")
+    p.add_argument("--max-unknown", type=number(minimum=0, maximum=1), metavar="R",
+                   help="abstain when more than a share R (0-1) of a text's words are not in the model's vocabulary")
 
 
 # ---------------------------------------------------------------------------------------------- commands
@@ -107,7 +117,8 @@ def cmd_export(a: argparse.Namespace) -> None:
 
 def cmd_predict(a: argparse.Namespace) -> None:
     count = predict_file(a.model, a.input, a.output, a.input_format, a.output_format, a.text_column, a.batch_size,
-                         progress=not a.quiet, max_chars=a.max_chars)
+                         progress=not a.quiet, max_chars=a.max_chars, min_confidence=a.min_confidence,
+                         max_unknown=a.max_unknown)
     if a.output != "-":
         print(json.dumps({"texts": count, "output": a.output}))
 
@@ -116,7 +127,8 @@ def cmd_serve(a: argparse.Namespace) -> None:
     from tinydistill.serve import Limits, serve
 
     serve(a.model, a.host, a.port, Limits(a.max_texts, a.max_bytes, a.max_chars),
-          log_level="warning" if a.quiet else "info", token=a.token, idle_timeout=a.idle_timeout)
+          log_level="warning" if a.quiet else "info", token=a.token, idle_timeout=a.idle_timeout,
+          min_confidence=a.min_confidence, max_unknown=a.max_unknown)
 
 
 def cmd_push(a: argparse.Namespace) -> None:
@@ -203,11 +215,12 @@ def guess_format(path: str, first_line: str | None = None) -> str:
 
 
 class PredictionWriter:
-    """Writes one row per text: the label, the probabilities, then the input record's fields.
+    """Writes one row per text: the label, the probabilities, the unknown-word rate and why it abstained (if it
+    did: the label is then null), then the input record's fields.
 
-    JSON Lines: {"label", "probabilities": {name: p}, ...fields}; CSV, TSV and Parquet: label, prob_<name>...,
-    then the fields' columns. An input field whose name is taken by an output one is kept as `input_<name>`.
-    Parquet is written once, at `close`; the others as each batch comes.
+    JSON Lines: {"label", "probabilities": {name: p}, "unknown_rate", "reason", ...fields}; CSV, TSV and Parquet:
+    label, prob_<name>..., unknown_rate, reason, then the fields' columns. An input field whose name is taken by
+    an output one is kept as `input_<name>`. Parquet is written once, at `close`; the others as each batch comes.
     """
 
     def __init__(self, out, fmt: str, labels: list[str]):
@@ -217,28 +230,31 @@ class PredictionWriter:
         self.columns: list[str] | None = None  # of the delimited formats, fixed by the first batch
         self.rows: list[dict] = []  # Parquet's, until close
 
-    def records(self, probs, fields: Iterable[dict]) -> list[dict]:
+    def records(self, predictions: list[dict], fields: Iterable[dict]) -> list[dict]:
+        """Output rows from `runtime.Model.predictions` and the input records' fields."""
         out = []
-        for row, extra in zip(probs.tolist(), fields):
-            record: dict = {"label": self.labels[max(range(len(row)), key=row.__getitem__)]}
+        for found, extra in zip(predictions, fields):
+            record: dict = {"label": found["label"]}
+            probs = {name: round(p, 6) for name, p in found["probabilities"].items()}
             if self.fmt == "jsonl":
-                record["probabilities"] = {name: round(p, 6) for name, p in zip(self.labels, row, strict=True)}
+                record["probabilities"] = probs
             else:
-                record.update({f"prob_{name}": round(p, 6) for name, p in zip(self.labels, row, strict=True)})
+                record.update({f"prob_{name}": p for name, p in probs.items()})
+            record.update(unknown_rate=round(found["unknown_rate"], 4), reason=found["reason"])
             for key, value in extra.items():
                 record[f"input_{key}" if key in record else key] = value
             out.append(record)
         return out
 
-    def write(self, probs, fields: Iterable[dict]) -> None:
-        records = self.records(probs, fields)
+    def write(self, predictions: list[dict], fields: Iterable[dict]) -> None:
+        records = self.records(predictions, fields)
         if self.fmt == "jsonl":
             self.out.writelines(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records)
         elif self.fmt == "parquet":
             self.rows += records
         else:
             if self.columns is None:
-                self.columns = list(records[0]) if records else ["label"] + [f"prob_{n}" for n in self.labels]
+                self.columns = list(records[0])
                 self._writer().writeheader()
             self._writer().writerows(records)
 
@@ -252,17 +268,20 @@ class PredictionWriter:
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            columns = ["label"] + [f"prob_{name}" for name in self.labels]
+            columns = ["label"] + [f"prob_{name}" for name in self.labels] + ["unknown_rate", "reason"]
             table = pa.Table.from_pylist(self.rows) if self.rows else pa.table({c: [] for c in columns})
             pq.write_table(table, self.out)
 
 
 def predict_stream(model: runtime.Model, records: Iterator[tuple[str, dict]], writer: PredictionWriter,
-                   batch_size: int = 1000, on_batch=None, max_chars: int = 100_000) -> int:
+                   batch_size: int = 1000, on_batch=None, max_chars: int = 100_000,
+                   min_confidence: float | None = None, max_unknown: float | None = None) -> int:
     """Predict `records` ((text, fields) pairs) batch by batch, writing each batch when done; the count.
 
     Each text is cut to `max_chars` characters before tokenising (as `serve` does: a student reads at most its
     max_length tokens anyway, and a 100 MB line would otherwise be tokenised whole). No texts: nothing written.
+    `min_confidence` / `max_unknown`: abstain on a text whose top probability is under, or whose unknown-word
+    rate is over, the threshold (see `runtime.Model.predictions`).
     """
     if batch_size < 1:
         raise TinyDistillError(f"--batch-size must be at least 1 (got {batch_size})")
@@ -270,11 +289,8 @@ def predict_stream(model: runtime.Model, records: Iterator[tuple[str, dict]], wr
         raise TinyDistillError(f"--max-chars must be at least 1 (got {max_chars})")
     count = 0
     while batch := list(islice(records, batch_size)):
-        probs = model.predict_proba([text[:max_chars] for text, _ in batch])
-        if not np.isfinite(probs).all():
-            row = count + int(np.flatnonzero(~np.isfinite(probs).all(1))[0]) + 1
-            raise TinyDistillError(f"text {row}: the model gave NaN or infinite scores; its weights are damaged")
-        writer.write(probs, [fields for _, fields in batch])
+        found = model.predictions([text[:max_chars] for text, _ in batch], min_confidence, max_unknown)
+        writer.write(found, [fields for _, fields in batch])
         if writer.fmt != "parquet":
             writer.out.flush()
         count += len(batch)
@@ -286,13 +302,15 @@ def predict_stream(model: runtime.Model, records: Iterator[tuple[str, dict]], wr
 
 def predict_file(model_dir: str | os.PathLike, input: str = "-", output: str = "-", input_format: str = "auto",
                  output_format: str | None = None, text_column: str = "text", batch_size: int = 1000,
-                 progress: bool = True, max_chars: int = 100_000) -> int:
+                 progress: bool = True, max_chars: int = 100_000, min_confidence: float | None = None,
+                 max_unknown: float | None = None) -> int:
     """Label every text of `input` ("-": standard input) into `output` ("-": standard output); returns the count.
 
     Formats come from the file extensions (.csv, .tsv, .jsonl, .parquet; anything else in is one text a line,
     anything else out is JSON Lines) unless given. A file shows a progress bar (by bytes read) on standard
     error; an output file is written under a temporary name and renamed when complete; its folder must exist.
     """
+    runtime.check_abstain(min_confidence, max_unknown)
     model = load_model(model_dir)
     fmt_out = output_format or (guess_format(output) if output != "-" else "jsonl")
     fmt_out = "jsonl" if fmt_out == "lines" else fmt_out
@@ -328,7 +346,8 @@ def predict_file(model_dir: str | os.PathLike, input: str = "-", output: str = "
             records = read_records(lines, fmt_in, text_column, source)
         update = None if bar is None or handle is None else (lambda: bar.update(handle.buffer.tell() - bar.n))
         count = predict_stream(model, records, PredictionWriter(out, fmt_out, model.labels), batch_size,
-                               on_batch=update, max_chars=max_chars)
+                               on_batch=update, max_chars=max_chars,
+                               min_confidence=min_confidence, max_unknown=max_unknown)
     except BaseException as exc:
         if tmp is not None:
             out.close()

@@ -59,3 +59,58 @@ def latency(predict: Callable[[list[str]], object], texts: Sequence[str], n: int
         if time.perf_counter() - started > max_seconds:
             break
     return float(np.median(times))
+
+
+def ece(gold: ArrayLike, proba: ArrayLike, bins: int = 15) -> float:
+    """Expected calibration error of the top label: over `bins` equal-width confidence bins (0, 1/bins], ...,
+    the gap |accuracy - mean confidence| of each bin weighted by its share of the texts (Guo et al., 2017)."""
+    y, p = np.asarray(gold), np.asarray(proba, dtype=np.float64)
+    if len(y) == 0:
+        return 0.0
+    confidence, hit = p.max(1), (p.argmax(1) == y).astype(np.float64)
+    # bin b holds confidences in (b/bins, (b+1)/bins]; a confidence of exactly 0 joins the first bin
+    which = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
+    gap = np.abs(np.bincount(which, hit, bins) - np.bincount(which, confidence, bins))  # n_b |acc_b - conf_b|
+    return float(gap.sum() / len(y))
+
+
+def agreement(a: ArrayLike, b: ArrayLike) -> float:
+    """Share of texts on which two models predict the same class (e.g. a student and its teacher)."""
+    x, y = np.asarray(a), np.asarray(b)
+    return float((x == y).mean()) if len(x) else 0.0
+
+
+def chance(metric: str, gold: ArrayLike, n_classes: int) -> float:
+    """The score of the best constant predictor on `gold` for `metric`: MCC 0; accuracy, the largest class's
+    share; binary F1, the positive-class F1 of always answering positive; else the macro-F1 of always answering
+    the class that scores best."""
+    if metric == "mcc":
+        return 0.0
+    y = np.asarray(gold, dtype=np.int64)
+    share = np.bincount(y, minlength=n_classes) / max(len(y), 1)
+    if metric == "accuracy":
+        return float(share.max())
+    if n_classes == 2:
+        return float(2 * share[1] / (1 + share[1]))  # precision = share, recall = 1
+    return float(np.max(2 * share / (1 + share)) / n_classes)  # that class's F1; every other class scores 0
+
+
+def fit_temperature(logits: ArrayLike, target: ArrayLike) -> float:
+    """The temperature T that minimises the cross-entropy of softmax(logits / T) against `target`: class
+    indices (n,) or probabilities (n, classes). Searched over log T in [1/100, 100] (a 1-D convex problem)."""
+    from scipy.optimize import minimize_scalar
+
+    z = np.asarray(logits, dtype=np.float64)
+    t = np.asarray(target)
+    q = np.eye(z.shape[1])[t.astype(np.int64)] if t.ndim == 1 else t.astype(np.float64)
+    if len(z) == 0:
+        return 1.0
+
+    def loss(log_t: float) -> float:
+        s = z / np.exp(log_t)
+        s = s - s.max(1, keepdims=True)
+        return float(-(q * (s - np.log(np.exp(s).sum(1, keepdims=True)))).sum(1).mean())
+
+    found = minimize_scalar(loss, bounds=(np.log(0.01), np.log(100.0)), method="bounded",
+                            options={"xatol": 1e-4})
+    return float(np.exp(found.x))

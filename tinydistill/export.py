@@ -9,8 +9,9 @@ Every export is a student folder (config.json, vocab.txt, model.safetensors; see
   dequantises at load.
 - `onnx`: the numpy export plus `model.onnx`, the torch module traced by `torch.onnx.export`. Its inputs are
   `ids` (int64, batch x tokens, [PAD]=0 after each text) and `lengths` (int64, batch); the output is `logits`.
-  Tokenising stays outside the graph (`runtime.Encoder`). The export is checked with onnxruntime against the
-  numpy runtime before the folder is written.
+  Tokenising stays outside the graph (`runtime.Encoder`), and so does the calibration: probabilities are
+  softmax(logits / temperature), with config.json's `temperature` (every export carries it). The export is
+  checked with onnxruntime against the numpy runtime before the folder is written.
 
 Folders are written to a temp folder and swapped in, so a reader never sees half an export.
 """
@@ -98,7 +99,8 @@ def export_folder(folder: Path, out: Path, format: str, overwrite: bool = False)
         if format == "onnx":
             meta["export"]["onnx"] = {"file": "model.onnx", "inputs": {"ids": "int64 [batch, tokens], 0 = [PAD]",
                                       "lengths": "int64 [batch]"}, "outputs": {"logits": "float32 [batch, classes]"},
-                                      "opset": ONNX_OPSET}
+                                      "probabilities": "softmax(logits / temperature), the temperature of this "
+                                      "config.json", "opset": ONNX_OPSET}
         (tmp / "config.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
         write_card(tmp, meta)  # the source's provenance travels with the export
         if format == "onnx":

@@ -25,9 +25,10 @@ from tinydistill.bases import cache_root, default_teacher
 from tinydistill.device import int8_guard, precision_name, resolve_device
 from tinydistill.distill import TrainConfig
 from tinydistill.errors import TinyDistillError, check_number
-from tinydistill.evaluate import headline, latency, scores, throughput
+from tinydistill.evaluate import agreement, chance, ece, headline, latency, scores, throughput
 from tinydistill.finetune import Recipe, get_recipe, self_train, train_teacher
 from tinydistill.folders import RUN_MARKER, check_out, locked, write_atomic
+from tinydistill.runtime import softmax
 from tinydistill.shards import ConcatLogits, InMemoryLogits, LogitShards, is_logit_folder
 from tinydistill.students import ARCHITECTURES, Student
 from tinydistill.teacher import LogitCache, Teacher
@@ -94,6 +95,7 @@ class Task:
     test: data_mod.Split
     metric: str
     shards: list[str] = field(default_factory=list)  # logit shard folders (`label --out DIR`), streamed by `run`
+    spare: data_mod.Split | None = None  # labelled training texts outside `labeled`: the teacher never sees them
 
 
 def load_task(c: RunConfig, transfer: bool = True) -> Task:
@@ -127,7 +129,7 @@ def load_task(c: RunConfig, transfer: bool = True) -> Task:
     test = data_mod.align_labels(test, train.label_names)
     if c.test_size is not None and c.test_size < len(test):
         test = data_mod.stratified_sample(test, c.test_size, 0)[0]
-    labeled = train if size == len(train) else data_mod.stratified_sample(train, size, c.seed)[0]
+    labeled, spare = (train, None) if size == len(train) else data_mod.stratified_sample(train, size, c.seed)
     data_mod.check_trainable(labeled)
     texts = list(train.texts) + extra
     logit_folders = []
@@ -142,7 +144,7 @@ def load_task(c: RunConfig, transfer: bool = True) -> Task:
     texts = [t for t in texts if t.strip()]
     if not texts:
         raise TinyDistillError(f"{train.source}: the transfer set is empty")
-    return Task(labeled, texts, test, metric, logit_folders)
+    return Task(labeled, texts, test, metric, shards=logit_folders, spare=spare)
 
 
 def read_transfer(source: str, text_column: str = "text") -> list[str]:
@@ -302,6 +304,35 @@ def get_student(name: str, folder: Path, key: str, fit) -> Student:
     return student
 
 
+CALIBRATION_MAX = 500  # held-out texts on which the students' temperature is fitted (kept out of their training)
+CALIBRATION_MIN = 20  # fewer than this: no temperature is fitted (it stays 1)
+AGREEMENT_MAX = 10_000  # transfer texts (a seeded sample) on which agreement with the teacher is measured
+
+
+def calibration_split(task: Task, transfer_logits: np.ndarray, seed: int) -> tuple[list[str], np.ndarray, str]:
+    """Held-out texts and targets on which the students' temperature is fitted, and how they were chosen.
+
+    Students are overconfident on text they never saw, and so is a teacher fine-tuned on a few hundred labels;
+    only gold labels that neither of them trained on measure how often a student is right (see
+    results/calibration.md). So the texts are, when the training split has labels beyond the teacher's sample
+    (`spare`): a stratified sample of `CALIBRATION_MAX` of them (at most a tenth of the transfer set's size) with
+    their gold labels ("labels"). Otherwise (every label went to the teacher): a seeded slice of the transfer set
+    (at most a twentieth) against the teacher's probabilities ("teacher"), the next best. The students do not
+    train on these texts. Empty (no calibration) when fewer than `CALIBRATION_MIN` would be left.
+    """
+    n = min(CALIBRATION_MAX, len(task.transfer) // 10)
+    spare = task.spare
+    if spare is not None and spare.labels is not None and min(n, len(spare)) >= max(CALIBRATION_MIN,
+                                                                                      len(spare.label_names)):
+        sample = data_mod.stratified_sample(spare, min(n, len(spare)), seed)[0]
+        return sample.texts, np.asarray(sample.labels), "labels"
+    n = min(n, len(task.transfer) // 20)
+    if n < CALIBRATION_MIN:
+        return [], np.zeros(0), "none"
+    pick = np.sort(np.random.default_rng(seed).choice(len(task.transfer), n, replace=False))
+    return [task.transfer[i] for i in pick], softmax(transfer_logits[pick]), "teacher"
+
+
 def run(c: RunConfig, progress: bool = True, overwrite: bool = False) -> dict:
     """Run every stage and return the results (also written to `<run>/results.json` and `results.md`).
 
@@ -339,25 +370,34 @@ def _run(c: RunConfig, task: Task, run_dir: Path, progress: bool) -> dict:
     transfer_logits = labeller.logits(task.transfer, cache=cache, progress=progress)
     n_classes = len(task.labeled.label_names)
     gold = np.asarray(task.test.labels)
-    teacher_pred = labeller.logits(task.test.texts, cache=cache, progress=progress).argmax(1)
 
+    teacher_test = labeller.logits(task.test.texts, cache=cache, progress=progress)
+    teacher_pred = teacher_test.argmax(1)
     rows: list[dict[str, Any]] = [{"model": f"teacher ({c.teacher})", "params": teacher.n_parameters(),
-             **scores(gold, teacher_pred, n_classes), "training": teacher.info.get("training")}]
+             **scores(gold, teacher_pred, n_classes), "ece": ece(gold, softmax(teacher_test)),
+             "training": teacher.info.get("training")}]
     models: dict[str, Student] = {}
     train_cfg = TrainConfig(loss=c.loss, seed=c.seed, device=str(resolve_device(c.student_device)))
-    # fp32 on the CPU: the teacher's fingerprint, so the student keys are those from before devices and shards
-    transfer_key = digest(labeller.logit_key, task.transfer, *[s.manifest["shards"] for s in streamed])
+    cal_texts, cal_target, cal_method = calibration_split(task, transfer_logits, c.seed)
+    held = set(cal_texts)
+    keep = [i for i, t in enumerate(task.transfer) if t not in held]  # the students' transfer texts
+    student_texts, student_logits = [task.transfer[i] for i in keep], transfer_logits[keep]
+    log.info("calibration: %d held-out texts (%s), %d of the %d transfer texts left for the students",
+             len(cal_texts), CALIBRATION_METHODS[cal_method], len(student_texts), len(task.transfer))
+    # fp32 on the CPU: the teacher's fingerprint, as before devices and shards
+    transfer_key = digest(labeller.logit_key, task.transfer, cal_texts, *[s.manifest["shards"] for s in streamed])
     vectors = word_vectors(c.glove)
     for name in c.students:
-        key = digest(name, train_cfg.to_dict(), transfer_key, vectors is not None)
+        key = digest(name, train_cfg.to_dict(), transfer_key, vectors is not None, "calibrated")
         if streamed:  # shard folders join the transfer set block by block (distill.fit_stream), never in memory
-            source = ConcatLogits([InMemoryLogits(task.transfer, transfer_logits), *streamed])
-            models[name] = get_student(name, run_dir / "students" / name, key, lambda: Student(
-                name, train=train_cfg, vectors=vectors).fit_source(source, task.labeled.label_names, progress))
-            continue
-        models[name] = get_student(name, run_dir / "students" / name, key, lambda: Student(
-            name, train=train_cfg, vectors=vectors).fit(task.transfer, transfer_logits, task.labeled.label_names,
-                                                        progress=progress))
+            source = ConcatLogits([InMemoryLogits(student_texts, student_logits), *streamed])
+            models[name] = get_student(name, run_dir / "students" / name, key, lambda: calibrated(Student(
+                name, train=train_cfg, vectors=vectors).fit_source(source, task.labeled.label_names, progress),
+                cal_texts, cal_target))
+        else:
+            models[name] = get_student(name, run_dir / "students" / name, key, lambda: calibrated(Student(
+                name, train=train_cfg, vectors=vectors).fit(student_texts, student_logits, task.labeled.label_names,
+                                                            progress=progress), cal_texts, cal_target))
         if c.nods:
             nods_key = digest(name, train_cfg.to_dict(), task.labeled.texts, task.labeled.labels, vectors is not None)
             models[f"{name}-nods"] = get_student(
@@ -365,10 +405,19 @@ def _run(c: RunConfig, task: Task, run_dir: Path, progress: bool) -> dict:
                 lambda: Student(name, train=train_cfg, vectors=vectors).fit(
                     task.labeled.texts, np.asarray(task.labeled.labels), task.labeled.label_names,
                     vocab_texts=task.transfer, progress=progress))
+    sample = np.sort(np.random.default_rng(c.seed).permutation(len(keep))[:AGREEMENT_MAX])
+    seen_texts, seen_teacher = [student_texts[i] for i in sample], student_logits[sample].argmax(1)
     for label, student in models.items():
-        pred = student.predict(task.test.texts)
-        rows.append({"model": label, "params": student.n_parameters()["total"], **scores(gold, pred, n_classes),
-                     "agreement": float(np.mean(pred == teacher_pred)) if len(pred) else None})
+        test_logits = student.logits(task.test.texts)
+        distilled = not label.endswith("-nods")  # the NoDs twins trained on the labels: none is left to fit on
+        rows.append({"model": label, "params": student.n_parameters()["total"],
+                     **scores(gold, test_logits.argmax(1), n_classes),
+                     "ece_before": ece(gold, softmax(test_logits)),
+                     "ece": ece(gold, softmax(test_logits, student.temperature_)) if distilled else None,
+                     "temperature": student.temperature_,
+                     "agree_transfer": agreement(student.predict(seen_texts), seen_teacher) if distilled else None,
+                     "agree_test": agreement(test_logits.argmax(1), teacher_pred),
+                     "unknown_rate": unknown_rate(student, task.test.texts)})
 
     if c.speed:
         measure_speed(rows, teacher, models, task.test.texts, run_dir / "students")
@@ -378,11 +427,18 @@ def _run(c: RunConfig, task: Task, run_dir: Path, progress: bool) -> dict:
         row["headline"] = headline(task.metric, row)
     results = {"config": asdict(c), "metric": task.metric, "sizes": {
         "labeled": len(task.labeled), "transfer": len(task.transfer) + sum(len(s) for s in streamed),
-        "test": len(task.test)},
-        "test_split": task.test.source, "rows": rows, "seconds": round(time.time() - started, 1),
+        "test": len(task.test), "calibration": len(cal_texts)},
+        "test_split": task.test.source, "rows": rows,
+        "calibration": {"method": cal_method, "texts": len(cal_texts), "about": CALIBRATION_METHODS[cal_method]},
+        "chance": chance(task.metric, gold, n_classes), "chance_accuracy": chance("accuracy", gold, n_classes),
         "hardware": {"teacher_training": {k: (teacher.info.get("training") or {}).get(k, default) for k, default in
                                           (("device", "cpu"), ("precision", "fp32"))},
                      "labelling": labelling, "students": train_cfg.device}}
+    warnings = warnings_for(results)
+    for line in warnings:
+        log.warning(line)
+    results["warnings"] = warnings
+    results["seconds"] = round(time.time() - started, 1)
     results["command"] = command_line(c)
     write_json(run_dir / "results.json", results)
     write_atomic(run_dir / "results.md", format_table(results) + "\n")
@@ -436,8 +492,62 @@ def record_provenance(c: RunConfig, task: Task, results: dict, run_dir: Path, na
         update_provenance(run_dir / "students" / name, {
             **common, "method": "labels only (NoDs)" if nods else "distilled", "teacher_params": teacher["params"],
             "transfer": None if nods else len(task.transfer), "scores": _card_scores(row, metric, test),
-            "teacher_scores": _card_scores(teacher, metric, test), "agreement": row.get("agreement"),
+            "teacher_scores": _card_scores(teacher, metric, test), "agreement": row.get("agree_test"),
+            "agreement_transfer": row.get("agree_transfer"), "temperature": row.get("temperature"),
             "params": row["params"], "texts_per_s": row.get("texts_per_s"), "latency_ms": row.get("latency_ms")})
+
+
+CALIBRATION_METHODS = {
+    "labels": "labelled texts that neither the teacher nor the students trained on, against their gold labels",
+    "teacher": "transfer texts the students did not train on, against the teacher's probabilities",
+    "none": "too few texts to hold out: temperature 1"}
+
+
+def calibrated(student: Student, texts: list[str], target: np.ndarray) -> Student:
+    """The student with its temperature fitted on `texts` (held out of its training) and their `target`."""
+    if texts:
+        student.calibrate(texts, target)
+        log.info("%s: temperature %.2f (fitted on %d held-out texts)", student.model_type, student.temperature_,
+                 len(texts))
+    return student
+
+
+def unknown_rate(student: Student, texts: list[str]) -> float:
+    """Share of the word tokens of `texts` (as far as the student reads them) that are not in its vocabulary."""
+    ids = student.vocab_.encode_batch(texts)
+    total = sum(len(x) for x in ids)
+    return sum(int(np.count_nonzero(np.asarray(x) == 1)) for x in ids) / max(total, 1)
+
+
+HINTS = {"bilstm": "the BiLSTM student (--students bilstm)",
+         "transfer": "more transfer text (tinydistill augment --data DATA --out POOL, then run with --transfer POOL)",
+         "teacher": "a stronger teacher (--teacher mpnet-base)"}
+
+
+def warnings_for(results: dict) -> list[str]:
+    """One line per problem a user should know of: a distilled student more than 3 points below its teacher,
+    or a teacher within 5 points of chance, on the headline metric or on accuracy (chance: the best constant
+    predictor's score, `evaluate.chance`; MCC 0); each says what usually helps."""
+    metric = "MCC" if results["metric"] == "mcc" else "F1"
+    teacher, out = results["rows"][0], []
+    floor, floor_acc = results["chance"], results.get("chance_accuracy")
+    near = teacher["headline"] - floor < 0.05
+    near_acc = floor_acc is not None and "accuracy" in teacher and teacher["accuracy"] - floor_acc < 0.05
+    if near or near_acc:
+        what = (f"{100 * teacher['headline']:.1f} {metric} (chance {100 * floor:.1f})" if near else
+                f"{100 * teacher['accuracy']:.1f}% accuracy (always answering the largest class: "
+                f"{100 * (floor_acc or 0.0):.1f}%)")
+        out.append(f"the teacher scores {what}, within 5 points of chance: its students cannot learn what it does "
+                   f"not know; what usually helps: {HINTS['teacher']} or more labels")
+    for row in results["rows"][1:]:
+        gap = teacher["headline"] - row["headline"]
+        if row["model"].endswith("-nods") or gap <= 0.03:
+            continue
+        hints = [HINTS[k] for k in ("bilstm", "transfer", "teacher") if k != row["model"]]
+        out.append(f"{row['model']} is {100 * gap:.1f} {metric} points below its teacher "
+                   f"({100 * row['headline']:.1f} against {100 * teacher['headline']:.1f}); what usually helps: "
+                   + ", ".join(hints))
+    return out
 
 
 def measure_speed(rows: list[dict], teacher: Teacher, models: dict[str, Student], texts: list[str],
@@ -478,14 +588,29 @@ def write_json(path: Path, obj: dict) -> None:
 def format_table(results: dict) -> str:
     """The paper's Table 2 layout: one row per model, its score, size, compression and speedup."""
     metric = "MCC" if results["metric"] == "mcc" else "F1"
-    head = f"| model | {metric} | acc | macro-F1 | params | compression | texts/s | speedup | batch-1 ms | speedup b1 |"
+    head = (f"| model | {metric} | acc | macro-F1 | ECE | ECE calibrated | agree transfer | agree test | unknown words "
+            "| params | compression | texts/s | speedup | batch-1 ms | speedup b1 |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for r in results["rows"]:
+
+    def cell(r: dict, key: str, scale: float = 1.0, digits: int = 3) -> str:  # old results lack the new keys
+        return "-" if r.get(key) is None else f"{scale * r[key]:.{digits}f}"
+
+    for i, r in enumerate(results["rows"]):
         speed = (f"{r['texts_per_s']:,.0f} | x{r['speedup']:,.0f} | {r['latency_ms']:.2f} | x{r['speedup_batch1']:,.0f}"
                  if "texts_per_s" in r else "- | - | - | -")
+        calibration = (f"{cell(r, 'ece')} | -" if i == 0 else f"{cell(r, 'ece_before')} | {cell(r, 'ece')}")
         lines.append(f"| {r['model']} | {100 * r['headline']:.1f} | {100 * r['accuracy']:.1f} | "
-                     f"{100 * r['macro_f1']:.1f} | {r['params']:,} | x{r['compression']:,.0f} | {speed} |")
+                     f"{100 * r['macro_f1']:.1f} | {calibration} | {cell(r, 'agree_transfer', 100, 1)} | "
+                     f"{cell(r, 'agree_test', 100, 1)} | {cell(r, 'unknown_rate', 100, 1)} | {r['params']:,} | "
+                     f"x{r['compression']:,.0f} | {speed} |")
     s = results["sizes"]
     lines.append(f"\n{s['labeled']} labels, {s['transfer']:,} transfer texts, {s['test']:,} test texts "
                  f"({results['test_split']}); {results['seconds']:.0f} s")
+    if s.get("calibration"):
+        about = results.get("calibration", {}).get("about", "held-out texts")
+        lines.append(f"ECE: expected calibration error on the test texts (15 bins); calibrated: with the temperature "
+                     f"fitted on {s['calibration']} {about}. Agreement "
+                     "with the teacher (%) on the transfer texts the student trained on and on the test texts; "
+                     "unknown words: % of the test texts' words not in the student's vocabulary.")
+    lines += [f"\nwarning: {w}" for w in results.get("warnings", [])]
     return "\n".join(lines)

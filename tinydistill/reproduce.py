@@ -35,7 +35,7 @@ REFERENCE_PARAMS = 109_500_000  # BERT-base, the paper's teacher; all-mpnet-base
 AUGMENTED = ("sst2", "cola")  # the paper grew these transfer sets to 1M sentences (Jiao et al. 2020)
 DATASETS = ("agnews", "emotion", "imdb", "sst2", "cola")  # Table 2's column order
 STATS = ("headline", "accuracy", "macro_f1", "params", "compression", "texts_per_s", "latency_ms", "speedup",
-         "speedup_batch1")
+         "speedup_batch1", "agree_transfer", "agree_test", "ece_before", "ece")
 
 
 @dataclass
@@ -158,6 +158,8 @@ def _full(ref: dict | None) -> bool:
 def _record(row: dict, ref: dict | None) -> dict:
     """A results row with compression and speedups against the reference (or 109.5M parameters, untimed)."""
     rec = {k: row[k] for k in ("model", "headline", "accuracy", "macro_f1", "params")}
+    # agreement with the teacher and calibration: students of runs made since issue 17 (older records lack them)
+    rec.update({k: row[k] for k in ("agree_transfer", "agree_test", "ece_before", "ece") if row.get(k) is not None})
     rec["compression"] = (ref["params"] if ref is not None and _full(ref) else REFERENCE_PARAMS) / row["params"]
     if ref is not None and row.get("texts_per_s"):
         rec.update(texts_per_s=row["texts_per_s"], latency_ms=row["latency_ms"], speedup=row["texts_per_s"]

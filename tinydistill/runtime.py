@@ -63,6 +63,9 @@ def read_config(folder: Path) -> dict:
         _check_settings(tokenizer, path, "tokenizer ")
         if not isinstance(tokenizer.get("lowercase", True), bool):
             raise TinyDistillError(f"{path}: tokenizer lowercase is {tokenizer['lowercase']!r}; expected true or false")
+    t = meta.get("temperature", 1.0)  # folders written before calibration have none: temperature 1
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < float("inf"):
+        raise TinyDistillError(f"{path}: 'temperature' must be a positive number (got {t!r})")
     return meta
 
 
@@ -86,6 +89,21 @@ def _check_settings(settings: dict, path: Path, what: str) -> None:
     dropout = settings.get("dropout")
     if dropout is not None and (not isinstance(dropout, int | float) or not 0 <= dropout < 1):
         raise TinyDistillError(f"{path}: {what}dropout is {dropout!r}; expected a number from 0 to below 1")
+
+
+def softmax(scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Class probabilities from logits divided by the student's calibration temperature (config.json)."""
+    scores = scores / np.float32(temperature) if temperature != 1.0 else scores
+    scores = np.exp(scores - scores.max(1, keepdims=True))
+    return scores / scores.sum(1, keepdims=True)
+
+
+def check_abstain(min_confidence: float | None, max_unknown: float | None) -> None:
+    """One-line errors for abstention thresholds outside [0, 1] (`--min-confidence`, `--max-unknown`)."""
+    for option, value in (("--min-confidence", min_confidence), ("--max-unknown", max_unknown)):
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise TinyDistillError(f"{option} must be between 0 and 1 (got {value})")
+
 
 
 def load_weights(path: Path) -> dict[str, np.ndarray]:
@@ -160,6 +178,14 @@ class Encoder:
         self.vocab = vocab
         self.max_length = vocab.config.max_length
         self.tokens = words.fast_tokenizer(vocab.config.lowercase)
+
+    def unknown_rate(self, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """Per text, the share of the tokens it reads that are not in the vocabulary ([UNK], id 1); a text
+        without any token counts as wholly unknown (1.0): the student knows nothing of it."""
+        unknown = np.add.reduceat(np.append(ids == 1, False).astype(np.int64), _starts(lengths)) if len(lengths) \
+            else np.zeros(0, np.int64)
+        unknown[lengths == 0] = 0  # reduceat gives the next text's first entry for an empty segment
+        return np.where(lengths > 0, unknown / np.maximum(lengths, 1), 1.0)
 
     def __call__(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(flat int64 ids of all texts, one after the other; int64 lengths)."""
@@ -390,24 +416,59 @@ class Model:
         self.encoder = Encoder(vocab)
         self.forward = forward
         self.meta = meta or {}
+        self.temperature = float(self.meta.get("temperature", 1.0))  # fitted after distillation (calibration)
 
     def logits(self, texts: Sequence[str], batch_size: int = 1024) -> np.ndarray:
         """Raw scores, shape (n, classes), float32; `batch_size` texts (at most `MAX_TOKENS` tokens) a pass."""
+        return self._run(texts, batch_size, rates=False)[0]
+
+    def _run(self, texts: Sequence[str], batch_size: int, rates: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """(logits, unknown-word rate of each text, or zeros without `rates`), from one tokenisation."""
         if isinstance(texts, str):
             raise TypeError("texts must be a sequence of strings, not one string")
         out = np.empty((len(texts), len(self.labels)), np.float32)
+        unknown = np.zeros(len(texts), np.float64)
         for start in range(0, len(texts), batch_size):
             ids, lengths = self.encoder(texts[start:start + batch_size])
+            if rates:  # off for `logits`, the path that throughput is measured on
+                unknown[start:start + len(lengths)] = self.encoder.unknown_rate(ids, lengths)
             for a, b in _chunks(lengths, MAX_TOKENS):
                 first, last = int(lengths[:a].sum()), int(lengths[:b].sum())
                 out[start + a: start + b] = self.forward(ids[first:last], lengths[a:b])
-        return out
+        return out, unknown
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 1024) -> np.ndarray:
-        """Class probabilities (softmax of the logits), shape (n, len(labels))."""
-        scores = self.logits(texts, batch_size)
-        scores = np.exp(scores - scores.max(1, keepdims=True))
-        return scores / scores.sum(1, keepdims=True)
+        """Class probabilities, shape (n, len(labels)): softmax of the logits divided by the temperature."""
+        return softmax(self.logits(texts, batch_size), self.temperature)
+
+    def unknown_rate(self, texts: Sequence[str]) -> np.ndarray:
+        """Per text, the share of the tokens the student reads that are not in its vocabulary (1.0 when empty)."""
+        return self.encoder.unknown_rate(*self.encoder(texts))
+
+    def predictions(self, texts: Sequence[str], min_confidence: float | None = None,
+                    max_unknown: float | None = None, batch_size: int = 1024) -> list[dict]:
+        """What `predict` and `serve` answer, one dict per text: `label` (None when abstaining), `probabilities`
+        (label -> probability), `unknown_rate`, and `reason` (why it abstained, else None).
+
+        It abstains when the top probability is under `min_confidence` or the unknown-word rate is over
+        `max_unknown` (None: never).
+        """
+        check_abstain(min_confidence, max_unknown)
+        scores, rates = self._run(texts, batch_size)
+        if not np.isfinite(scores).all():  # a damaged model: JSON has no NaN, and a null is no answer
+            raise TinyDistillError("the model gave NaN or infinite scores; its weights are damaged")
+        out = []
+        for row, rate in zip(softmax(scores, self.temperature).tolist(), rates.tolist(), strict=True):
+            best = max(range(len(row)), key=row.__getitem__)
+            reasons = []
+            if max_unknown is not None and rate > max_unknown:
+                reasons.append(f"{rate:.0%} of its words are unknown to the model (over {max_unknown:.0%})")
+            if min_confidence is not None and row[best] < min_confidence:
+                reasons.append(f"top probability {row[best]:.2f} is under {min_confidence:.2f}")
+            out.append({"label": None if reasons else self.labels[best],
+                        "probabilities": dict(zip(self.labels, row, strict=True)), "unknown_rate": rate,
+                        "reason": "; ".join(reasons) or None})
+        return out
 
     def predict(self, texts: Sequence[str], batch_size: int = 1024) -> list[str]:
         """The most probable label name of each text."""
@@ -419,6 +480,7 @@ class Model:
         if "source" in export:  # older exports recorded the absolute path they came from: show its name only
             export["source"] = Path(str(export["source"])).name
         return {"model_type": self.model_type, "labels": self.labels, "config": self.config,
+                "temperature": self.temperature,
                 "tokenizer": self.vocab.config_dict(), "vocab_size": len(self.vocab), "export": export,
                 "provenance": self.meta.get("provenance", {})}
 
@@ -471,4 +533,5 @@ def load(folder: str | os.PathLike) -> Model:
     return Model(meta["model_type"], config, labels, vocab, forward, meta)
 
 
-__all__ = ["FORMAT", "MODEL_TYPES", "Encoder", "Model", "load", "load_weights", "read_config", "replace_folder"]
+__all__ = ["FORMAT", "MODEL_TYPES", "Encoder", "Model", "check_abstain", "load", "load_weights", "read_config",
+           "replace_folder", "softmax"]

@@ -1,7 +1,7 @@
 """HTTP server for a student: a FastAPI app over the numpy runtime, served by uvicorn (the `serve` extra).
 
-    POST /predict   {"text": "..."} -> {"label": ..., "probabilities": {...}}
-                    {"texts": ["...", ...]} -> {"predictions": [{"label": ..., "probabilities": {...}}, ...]}
+    POST /predict   {"text": "..."} -> {"label": ..., "probabilities": {...}, "unknown_rate": ..., "reason": ...}
+                    {"texts": ["...", ...]} -> {"predictions": [{"label": ..., ...}, ...]}
     GET  /health    {"status": "ok"}
     GET  /metadata  model type, labels, sizes, tokenizer settings and the server's limits
     GET  /openapi.json, /docs
@@ -20,8 +20,6 @@ import hmac
 import logging
 import os
 from dataclasses import asdict, dataclass
-
-import numpy as np
 
 from tinydistill import __version__, runtime
 from tinydistill.errors import TinyDistillError
@@ -64,8 +62,10 @@ class PredictRequest(BaseModel):
 
 
 class Prediction(BaseModel):
-    label: str = Field(description="the most probable label")
-    probabilities: dict[str, float] = Field(description="the probability of every label")
+    label: str | None = Field(description="the most probable label; null when the server abstains (see reason)")
+    probabilities: dict[str, float] = Field(description="the probability of every label (calibrated)")
+    unknown_rate: float = Field(description="share of the text's words that are not in the model's vocabulary")
+    reason: str | None = Field(None, description="why the server abstained (--min-confidence, --max-unknown)")
 
 
 class Predictions(BaseModel):
@@ -120,9 +120,12 @@ class _BodyLimit:
         await self.app(scope, limited, send)
 
 
-def create_app(model: runtime.Model, limits: Limits | None = None, token: str | None = None) -> FastAPI:
+def create_app(model: runtime.Model, limits: Limits | None = None, token: str | None = None,
+               min_confidence: float | None = None, max_unknown: float | None = None) -> FastAPI:
     """The FastAPI app serving `model`; `limits` default to `Limits()`; with `token`, every endpoint but
-    /health needs `Authorization: Bearer <token>`."""
+    /health needs `Authorization: Bearer <token>`; it abstains (label null, with a reason) under
+    `min_confidence` or over `max_unknown` (see `runtime.Model.predictions`)."""
+    runtime.check_abstain(min_confidence, max_unknown)
     limits = limits or Limits()
     app = FastAPI(title="tinydistill", version=__version__,
                   description=f"Text classification by a tinydistill {model.model_type} student "
@@ -151,13 +154,11 @@ def create_app(model: runtime.Model, limits: Limits | None = None, token: str | 
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
     def answer(texts: list[str]) -> list[Prediction]:
-        scores = model.predict_proba([t[:limits.max_chars] for t in texts])
-        if not np.isfinite(scores).all():  # a damaged model; JSON has no NaN, and a null is no answer
-            raise HTTPException(500, "the model gave NaN or infinite scores; its weights are damaged")
-        probs = scores.tolist()
-        best = [max(range(len(p)), key=p.__getitem__) for p in probs]
-        return [Prediction(label=model.labels[b], probabilities=dict(zip(model.labels, p, strict=True)))
-                for b, p in zip(best, probs, strict=True)]
+        try:
+            found = model.predictions([t[:limits.max_chars] for t in texts], min_confidence, max_unknown)
+        except TinyDistillError as exc:  # a damaged model (non-finite scores)
+            raise HTTPException(500, str(exc)) from None
+        return [Prediction(**p) for p in found]
 
     @app.post("/predict", response_model=Prediction | Predictions, responses={
         400: {"description": "the body is not JSON"}, 413: {"description": "body or batch over the limits"},
@@ -186,7 +187,8 @@ def create_app(model: runtime.Model, limits: Limits | None = None, token: str | 
     @app.get("/metadata")
     def metadata() -> dict:
         """The model's type, labels, sizes and tokenizer settings, and the server's limits."""
-        return {**model.metadata(), "limits": asdict(limits), "tinydistill": __version__}
+        return {**model.metadata(), "limits": asdict(limits), "tinydistill": __version__,
+                "abstain": {"min_confidence": min_confidence, "max_unknown": max_unknown}}
 
     return app
 
@@ -233,11 +235,13 @@ TOKEN_ENV = "TINYDISTILL_TOKEN"
 
 
 def serve(model_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None,
-          log_level: str = "info", token: str | None = None, idle_timeout: float = 15.0) -> None:
+          log_level: str = "info", token: str | None = None, idle_timeout: float = 15.0,
+          min_confidence: float | None = None, max_unknown: float | None = None) -> None:
     """Load the student in `model_dir` and serve it with uvicorn until interrupted.
 
     `token` (else $TINYDISTILL_TOKEN) makes every endpoint but /health require `Authorization: Bearer <token>`;
     binding beyond loopback without one logs a warning. A connection idle for `idle_timeout` seconds is closed.
+    It abstains (label null, with a reason) under `min_confidence` or over `max_unknown`.
     """
     try:
         import uvicorn
@@ -247,7 +251,7 @@ def serve(model_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 800
     if idle_timeout <= 0:
         raise TinyDistillError(f"idle timeout {idle_timeout}: expected a number of seconds > 0")
     model = runtime.load(model_dir)
-    app = create_app(model, limits, token)
+    app = create_app(model, limits, token, min_confidence, max_unknown)
     if host not in LOOPBACK and not token:
         log.warning("serving on %s without a token: anyone who can reach this address can use the model; "
                     "set --token or $%s to require one", host, TOKEN_ENV)

@@ -21,7 +21,7 @@ from torch import nn
 
 from tinydistill.errors import TinyDistillError
 from tinydistill.folders import check_hashes, check_out, hashes, replace_folder, staging
-from tinydistill.runtime import FORMAT, read_config, why_unreadable  # torch-free: the runtime reads folders too
+from tinydistill.runtime import FORMAT, read_config, softmax, why_unreadable  # torch-free: reads folders too
 from tinydistill.words import TokenizerConfig, Vocabulary
 
 log = logging.getLogger(__name__)
@@ -200,6 +200,7 @@ class Student:
         if self.vectors is not None:
             init_embeddings(self.module_.embedding, self.vocab_, *self.vectors)
         self.classes_ = np.array(list(label_names) if label_names else [str(i) for i in range(n_classes)])
+        self.temperature_ = 1.0  # until `calibrate`
 
     # ------------------------------------------------------------------------------------- predict
     @torch.no_grad()
@@ -219,9 +220,16 @@ class Student:
         return out
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        scores = self.logits(texts)
-        scores = np.exp(scores - scores.max(1, keepdims=True))
-        return scores / scores.sum(1, keepdims=True)
+        """Class probabilities: softmax of the logits divided by `temperature_` (1 until `calibrate`)."""
+        return softmax(self.logits(texts), getattr(self, "temperature_", 1.0))
+
+    def calibrate(self, texts: Sequence[str], target) -> Student:
+        """Fit the temperature of `predict_proba` on held-out texts: `target` holds their class indices (n,)
+        or the probabilities to match (n, classes). The argmax, hence `predict`, does not change."""
+        from tinydistill.evaluate import fit_temperature
+
+        self.temperature_ = fit_temperature(self.logits(texts), target)
+        return self
 
     def predict(self, texts: Sequence[str]) -> np.ndarray:
         """Class indices (index `classes_` for names)."""
@@ -260,7 +268,8 @@ class Student:
                           "classes": len(self.classes_)}
             meta = {"format": FORMAT, "version": 1, "model_type": self.model_type, "config": asdict(self.config_),
                     "labels": [str(c) for c in self.classes_], "tokenizer": self.vocab_.config_dict(),
-                    "sha256": hashes(tmp, ["model.safetensors"]), "provenance": provenance}
+                    "sha256": hashes(tmp, ["model.safetensors"]),
+                    "temperature": float(getattr(self, "temperature_", 1.0)), "provenance": provenance}
             (tmp / "config.json").write_text(json.dumps(meta, indent=2, default=float))
             write_card(tmp, meta)
             self.vocab_.save(tmp)
@@ -311,6 +320,7 @@ class Student:
             raise TinyDistillError(f"{config_path}: {len(meta['labels'])} labels but n_classes is {config.n_classes}")
         student.classes_ = np.array(meta["labels"])
         student.provenance = meta.get("provenance")
+        student.temperature_ = float(meta.get("temperature", 1.0))
         weights = folder / "model.safetensors"
         if not weights.exists():
             raise TinyDistillError(f"{weights}: missing weights file")

@@ -51,16 +51,19 @@ def table2(datasets: Sequence[str] = DATASETS, setup: Setup | None = None) -> di
     by = {(r["dataset"], r["model"]): r for r in summary}
     teachers = {r["dataset"]: Path(r["teacher"]).name for r in runs}
     metric = {ds: "MCC" if _spec(ds).metric == "mcc" else "F1" for ds in datasets}
-    head = ["model", *[h for ds in datasets for h in (f"{TITLES.get(ds, ds)} {metric[ds]}", "acc", "paper")],
+    head = ["model", *[h for ds in datasets for h in (f"{TITLES.get(ds, ds)} {metric[ds]}", "acc", "paper",
+                                                       "agree transfer", "agree test")],
             "params", "compression", "paper", "texts/s", "speedup", "batch-1 ms", "speedup b1", "paper"]
     lines = ["# Table 2: F1 x 100 (MCC for CoLA), ours as mean ± std over seeds beside the paper's; compression "
              "and speedups against the 109.5M teacher", "", _row(head), _row(["---"] * len(head)),
-             _row(["teacher used", *[x for ds in datasets for x in (teachers[ds], "", "BERT-base")], *[""] * 8])]
+             _row(["teacher used", *[x for ds in datasets for x in (teachers[ds], "", "BERT-base", "", "")],
+                   *[""] * 8])]
     for model in _order(summary, s):
         cells = [_name(model)]
         for ds in datasets:
             r = by.get((ds, model))
-            cells += [_pm(r, "headline"), _pm(r, "accuracy"), _paper(PAPER["table2"].get(model, {}).get(ds))]
+            cells += [_pm(r, "headline"), _pm(r, "accuracy"), _paper(PAPER["table2"].get(model, {}).get(ds)),
+                      _pm(r, "agree_transfer"), _pm(r, "agree_test")]
         every = summarize([{"dataset": "", "labeled": 0, "records": [x for r in runs for x in r["records"]
                                                                      if x["model"] == model]}])[0]
         ratios = PAPER["table2_ratios"].get(model, {})
@@ -68,7 +71,9 @@ def table2(datasets: Sequence[str] = DATASETS, setup: Setup | None = None) -> di
                            _paper(ratios.get("compression"), "x"), _pm(every, "texts_per_s", 1, 0),
                            _pm(every, "speedup", 1, 1, "x"), _pm(every, "latency_ms", 1, 2),
                            _pm(every, "speedup_batch1", 1, 1, "x"), _paper(ratios.get("speedup"), "x")]))
-    lines += ["", f"Params, compression and speed: mean ± std over every dataset and seed. {PAPER_NOTE}"]
+    lines += ["", "Params, compression and speed: mean ± std over every dataset and seed. Agree transfer / test: % "
+              "of the transfer texts a student trained on (at most 10,000 of them) and of the test texts on which it "
+              f"gives the teacher's label ('-': runs recorded before this was measured). {PAPER_NOTE}"]
     return _write(s, "table2", {"datasets": list(datasets), "summary": summary, "runs": runs}, lines, started)
 
 
