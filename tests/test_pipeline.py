@@ -209,7 +209,6 @@ def test_ensemble_and_self_training_reuse_the_single_teacher(files, tiny_bert, t
     assert st.info["training"]["self_train"]["pseudo_labelled"] == 160 and st.info["recipe"]["self_train"] == 1000
 
 
-<<<<<<< HEAD
 def test_transfer_file_reads_the_text_column_and_runs_without_labeled_land_in_all(tmp_path):
     from tinydistill.pipeline import read_transfer
 
@@ -227,7 +226,8 @@ def test_default_teacher_from_the_environment(monkeypatch):
     assert build_parser().parse_args(["run"]).teacher == "/models/tiny"
     monkeypatch.delenv("TINYDISTILL_TEACHER")
     assert RunConfig().teacher == "minilm"
-=======
+
+
 def test_calibration_texts_the_teacher_never_saw(tmp_path):
     import numpy as np
     from conftest import toy_texts
