@@ -114,7 +114,7 @@ def test_predict_abstains(model_dir, monkeypatch, capsys, tmp_path):
     lines = out.read_text().splitlines()[1:]
     assert all(line.startswith(",") and "top probability" in line for line in lines)
     assert main(["-q", "predict", str(model_dir), str(tmp_path / "in.txt"), "--max-unknown", "2"]) == 2
-    assert "--max-unknown must be between 0 and 1 (got 2.0)" in capsys.readouterr().err
+    assert "argument --max-unknown: 2 is not" in capsys.readouterr().err
 
 
 def test_predict_csv_stdin_to_csv(model_dir, monkeypatch, capsys):

@@ -87,7 +87,7 @@ def check_cards(run_dir, tmp_path, files, teacher) -> None:
     assert prov["teacher"] == teacher and prov["recipe"] == "strong" and prov["data"] == files[0]
     assert (prov["labeled"], prov["transfer"], prov["classes"]) == (40, 200, 2)
     assert prov["params"] == rows["cbow"]["params"] and prov["texts_per_s"] == rows["cbow"]["texts_per_s"]
-    assert prov["agreement"] == rows["cbow"]["agreement"] and 0 <= prov["agreement"] <= 1
+    assert prov["agreement"] == rows["cbow"]["agree_test"] and 0 <= prov["agreement"] <= 1
     assert prov["command"].startswith("tinydistill run --data ") and "--labeled 40" in prov["command"]
     for text in ("| teacher |", "recipe `strong`", "| labels | 2: `neg`, `pos` |", "| labelled examples | 40 |",
                  "| transfer set | 200 texts", "| test scores | F1 ", "| agreement with the teacher |",
