@@ -157,13 +157,18 @@ def check_out(out: str | os.PathLike, kind: str, overwrite: bool = False, source
                                    f"delete the source; choose another {option}")
         if _inside(dst, src) and not inside_ok:
             raise TinyDistillError(f"{out}: the output is inside its source {source}; choose another {option}")
-    if not out.exists() and not out.is_symlink():
-        return out
-    if out.is_dir() and not any(out.iterdir()):
-        return out
-    found = folder_kind(out)
-    if found == kind:
-        return out
+    for attempt in range(3):  # another writer may be swapping the folder right now: look again
+        if not out.exists() and not out.is_symlink():
+            return out
+        try:
+            if out.is_dir() and not any(out.iterdir()):
+                return out
+            found = folder_kind(out)
+        except FileNotFoundError:
+            found = None
+        if found == kind:
+            return out
+        time.sleep(0.05 * (attempt + 1))
     what = "a file" if not out.is_dir() else _NAMES[found] if found else "a folder that tinydistill did not write"
     if overwrite:
         log.warning("%s: %s; replacing it, as --overwrite says", out, what)
