@@ -159,7 +159,8 @@ def test_readme_quickstart_shell(quickstart):
     results = json.loads((run / "results.json").read_text())
     assert [r["model"].split(" ")[0] for r in results["rows"]] == [
         "teacher", "cbow", "cbow-nods", "bilstm", "bilstm-nods"]
-    assert results["sizes"] == {"labeled": 300, "transfer": 420, "test": 60}  # 320 + unlabelled.csv's 100
+    # 320 + unlabelled.csv's 100; the 20 labels beyond --labeled 300 fit the students' temperature
+    assert results["sizes"] == {"labeled": 300, "transfer": 420, "test": 60, "calibration": 20}
     assert "| teacher | `" in (run / "students" / "cbow" / "README.md").read_text()
     with open("labelled.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -185,7 +186,8 @@ def test_readme_deploy_examples(quickstart):
     import pandas as pd
 
     labelled = pd.read_parquet("labelled.parquet")
-    assert list(labelled.columns) == ["label", "prob_1", "prob_5", "id", "review"] and len(labelled) == 10
+    assert list(labelled.columns) == ["label", "prob_1", "prob_5", "unknown_rate", "reason", "id", "review"]
+    assert len(labelled) == 10
     assert json.loads(outputs[2])["label"] in STARS  # the echo line
     quickstart.run(found[2][1])  # serve
     quickstart.run(found[3][1])  # curl
