@@ -511,10 +511,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if args.command == "reproduce":  # a run records its own (pipeline.run); the tables' folder records this
             resolved = {k: v for k, v in vars(args).items() if k not in ("func", "quiet", "threads", "command")}
             Path(args.out).mkdir(parents=True, exist_ok=True)
-            target = Path(args.out) / f"config.resolved.{args.table}.json"
-            tmp = target.with_name(target.name + ".tmp")
-            tmp.write_text(json.dumps(resolved, indent=2, default=str))
-            tmp.replace(target)
+            write_atomic(Path(args.out) / f"config.resolved.{args.table}.json",
+                         json.dumps(resolved, indent=2, default=str))
     return args
 
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from tinydistill import words
 from tinydistill.errors import TinyDistillError
-from tinydistill.folders import STUDENT_FORMAT, check_hashes, replace_folder
+from tinydistill.folders import STUDENT_FORMAT, check_hashes
 from tinydistill.words import Vocabulary
 
 FORMAT = STUDENT_FORMAT
@@ -534,4 +534,4 @@ def load(folder: str | os.PathLike) -> Model:
 
 
 __all__ = ["FORMAT", "MODEL_TYPES", "Encoder", "Model", "check_abstain", "load", "load_weights", "read_config",
-           "replace_folder", "softmax"]
+           "softmax"]
