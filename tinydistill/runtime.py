@@ -182,9 +182,8 @@ class Encoder:
     def unknown_rate(self, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """Per text, the share of the tokens it reads that are not in the vocabulary ([UNK], id 1); a text
         without any token counts as wholly unknown (1.0): the student knows nothing of it."""
-        unknown = np.add.reduceat(np.append(ids == 1, False).astype(np.int64), _starts(lengths)) if len(lengths) \
-            else np.zeros(0, np.int64)
-        unknown[lengths == 0] = 0  # reduceat gives the next text's first entry for an empty segment
+        text_of_token = np.repeat(np.arange(len(lengths)), lengths)
+        unknown = np.bincount(text_of_token, weights=ids == 1, minlength=len(lengths))
         return np.where(lengths > 0, unknown / np.maximum(lengths, 1), 1.0)
 
     def __call__(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
