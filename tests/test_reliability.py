@@ -28,6 +28,7 @@ from tinydistill import runtime
 from tinydistill.cli import main
 from tinydistill.distill import TrainConfig
 from tinydistill.errors import TinyDistillError
+from tinydistill.folders import folder_kind, locked, staging, write_atomic
 from tinydistill.students import CBoWConfig, Student
 
 LABELS = ["neg", "pos"]
@@ -281,7 +282,6 @@ def test_overwrite_replaces_only_when_asked(place, tmp_path, capsys):
 
 
 def test_folder_kinds_and_hashes(place):
-    from tinydistill.folders import folder_kind
 
     assert folder_kind(place / "run") == "run"
     assert folder_kind(place / "run" / "students" / "cbow") == "student"
@@ -308,7 +308,6 @@ def test_a_folder_saved_before_hashes_still_loads(place, tmp_path):
 
 
 def test_runs_on_one_folder_take_turns(tmp_path):
-    from tinydistill.folders import locked
 
     order: list[str] = []
 
@@ -642,3 +641,18 @@ def test_a_killed_run_resumes_to_the_same_results(place, tiny_bert, tmp_path, un
     resumed = json.loads((out / "results.json").read_text())["rows"]
     assert [(r["model"], r["accuracy"], r["macro_f1"]) for r in uninterrupted] == \
         [(r["model"], r["accuracy"], r["macro_f1"]) for r in resumed]
+
+
+def test_what_a_killed_writer_left_is_swept_by_the_next_write(tmp_path):
+    dead, live = 999_999_999, 1  # no such process; init, always there
+    leftovers = [tmp_path / f".results.json.{dead}.k2j4.tmp", tmp_path / f".cbow.{dead}.x9.tmp",
+                 tmp_path / f".cbow.{dead}.77aa.old"]
+    kept = [tmp_path / f".results.json.{live}.a1.tmp", tmp_path / ".other.json.123.tmp"]
+    for path in leftovers[:1] + kept:
+        path.write_text("half")
+    for path in leftovers[1:]:
+        (path / "sub").mkdir(parents=True)
+    write_atomic(tmp_path / "results.json", "{}")
+    fresh = staging(tmp_path / "cbow")
+    assert not any(p.exists() for p in leftovers)
+    assert all(p.exists() for p in kept) and fresh.is_dir() and (tmp_path / "results.json").read_text() == "{}"

@@ -109,6 +109,12 @@ def test_onnx_export_matches_torch(kind, students, tmp_path):
     logits = onnx_logits(session, model, texts) / model.temperature  # the export's recipe for probabilities
     probs = np.exp(logits - logits.max(1, keepdims=True))
     np.testing.assert_allclose(probs / probs.sum(1, keepdims=True), student.predict_proba(texts), atol=1e-5)
+    # the ONNX graph is hashed like the weights: a damaged one is refused when the folder loads
+    damaged = bytearray((out / "model.onnx").read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF
+    (out / "model.onnx").write_bytes(bytes(damaged))
+    with pytest.raises(TinyDistillError, match="model.onnx: corrupt"):
+        runtime.load(out)
 
 
 def test_export_of_a_student_object_and_bad_format(students, tmp_path):

@@ -95,16 +95,17 @@ def export_folder(folder: Path, out: Path, format: str, overwrite: bool = False)
         save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp / runtime.WEIGHTS),
                   metadata={"format": "np"})
         shutil.copyfile(folder / "vocab.txt", tmp / "vocab.txt")
-        meta["sha256"] = hashes(tmp, [runtime.WEIGHTS])
         if format == "onnx":
+            export_onnx(folder, tmp / "model.onnx")
             meta["export"]["onnx"] = {"file": "model.onnx", "inputs": {"ids": "int64 [batch, tokens], 0 = [PAD]",
                                       "lengths": "int64 [batch]"}, "outputs": {"logits": "float32 [batch, classes]"},
                                       "probabilities": "softmax(logits / temperature), the temperature of this "
                                       "config.json", "opset": ONNX_OPSET}
+        # every file the folder's models are read from is hashed: `runtime.load` checks them all
+        meta["sha256"] = hashes(tmp, [runtime.WEIGHTS] + (["model.onnx"] if format == "onnx" else []))
         (tmp / "config.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
         write_card(tmp, meta)  # the source's provenance travels with the export
         if format == "onnx":
-            export_onnx(folder, tmp / "model.onnx")
             check_onnx(tmp / "model.onnx", model)
         runtime.load(tmp)  # what we wrote reads back
     except BaseException:

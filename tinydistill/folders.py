@@ -4,6 +4,8 @@
   kill) sees the old file or the new one, never half of one.
 - `staging(folder)` + `replace_folder(tmp, folder)`: a folder is built under a fresh hidden name beside its
   target and swapped in; two writers of one folder never share a temporary folder.
+- Temporary names carry the writer's process id; the next write beside the same name removes what a killed
+  writer left (`sweep_leftovers`).
 - `folder_kind(path)`: which tinydistill folder a path is, by its marker file (student: config.json with
   format tinydistill-student; teacher: teacher.json; run: run.json or results.json; pool: manifest.json).
 - `check_out(out, kind, overwrite, source)`: the overwrite policy. An output folder that exists, is not empty and
@@ -42,11 +44,45 @@ _NAMES = {"student": "a student folder", "teacher": "a teacher folder", "run": "
 # ------------------------------------------------------------------------------------------------ writing
 
 
+def _prefix(name: str) -> str:
+    """The start of a temporary name beside `name`: it carries the writer's process id, so that what a killed
+    writer left behind can be told from what a live one is writing."""
+    return f".{name}.{os.getpid()}."
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):  # another user's process, or no way to ask: keep its files
+        return True
+    return True
+
+
+def sweep_leftovers(parent: Path, name: str) -> None:
+    """Remove the temporary files and folders beside `name` that a writer killed mid-write left behind
+    (`.NAME.<pid>.*.tmp` / `.old` of a process that is gone)."""
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return
+    start = f".{name}."
+    for entry in entries:
+        if not (entry.name.startswith(start) and entry.name.endswith((".tmp", ".old"))):
+            continue
+        pid = entry.name[len(start):].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            log.info("removing %s, left behind by a writer that was killed", Path(entry.path))
+            _remove(Path(entry.path))
+
+
 def write_atomic(path: str | os.PathLike, data: str | bytes | Iterable[str]) -> None:
     """Write `data` (bytes, a string, or strings streamed one after the other, as UTF-8) to `path` through a
     unique temporary file in the same folder and an atomic rename."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    sweep_leftovers(path.parent, path.name)
+    fd, tmp = tempfile.mkstemp(prefix=_prefix(path.name), suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             if isinstance(data, bytes | str):
@@ -64,7 +100,8 @@ def staging(folder: str | os.PathLike) -> Path:
     """A fresh, empty, hidden folder beside `folder` (created with its parents), to build it in."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    sweep_leftovers(folder.parent, folder.name)
+    return Path(tempfile.mkdtemp(prefix=_prefix(folder.name), suffix=".tmp", dir=folder.parent))
 
 
 def _remove(path: Path) -> None:
@@ -83,7 +120,7 @@ def replace_folder(tmp: str | os.PathLike, folder: str | os.PathLike) -> None:
     tmp, folder = Path(tmp), Path(folder)
     error: OSError | None = None
     for attempt in range(100):
-        aside = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.old")
+        aside = folder.with_name(f"{_prefix(folder.name)}{uuid.uuid4().hex[:8]}.old")
         old: Path | None = aside
         try:
             folder.rename(aside)
