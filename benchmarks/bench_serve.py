@@ -1,6 +1,7 @@
 """Load test of `tinydistill serve` on loopback: concurrent clients for a bounded time and request count.
 
     TINYDISTILL_DATA=../shared/data python benchmarks/bench_serve.py --duration 60 --clients 50
+    git worktree add ../base <rev> && python benchmarks/bench_serve.py --model M --against ../base  # side by side
 
 Starts the server as a child process on 127.0.0.1 (a free port), waits for GET /health, then runs `--clients`
 keep-alive clients (aiohttp, else httpx; one asyncio loop in this process) that POST /predict with sst2 test
@@ -130,6 +131,39 @@ def wait_ready(base: str, server: subprocess.Popen, timeout: float = 60.0) -> No
     raise SystemExit(f"the server did not answer /health within {timeout:.0f} s")
 
 
+def measure(model: Path, texts: list[str], args: argparse.Namespace, checkout: str | None = None) -> dict:
+    """Start a server for `model` (from `checkout`'s code when given, else this one's), load it, stop it."""
+    port = free_port()
+    base = f"http://{LOOPBACK}:{port}"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    if checkout:
+        env["PYTHONPATH"] = str(Path(checkout).resolve())
+    server = subprocess.Popen([sys.executable, "-m", "tinydistill.cli", "-q", "serve", str(model),
+                               "--host", LOOPBACK, "--port", str(port)], env=env)
+    try:
+        wait_ready(base, server)
+        result = asyncio.run(load(f"{base}/predict", texts, args.clients, args.duration, args.max_requests,
+                                  args.batch))
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    lat = sorted(result["latencies"])
+    done, seconds = len(lat), result["seconds"]
+    return {
+        "code": checkout or "this checkout",
+        "clients": args.clients, "batch": args.batch, "seconds": round(seconds, 1), "requests": done,
+        "requests_per_s": round(done / seconds, 1), "texts_per_s": round(done * args.batch / seconds, 1),
+        "p50_ms": round(1e3 * statistics.median(lat), 2) if lat else None,
+        "p90_ms": round(1e3 * lat[int(0.90 * (done - 1))], 2) if lat else None,
+        "p99_ms": round(1e3 * lat[int(0.99 * (done - 1))], 2) if lat else None,
+        "errors": sum(result["errors"].values()), "error_kinds": result["errors"],
+        "load_average": round(os.getloadavg()[0], 1), "cores": os.cpu_count(),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="student folder to serve (default: a quickly trained CBoW)")
@@ -139,6 +173,10 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of load (default: %(default)s)")
     parser.add_argument("--max-requests", type=int, default=1_000_000, help="stop after this many requests")
     parser.add_argument("--batch", type=int, default=1, help="texts per request (1: {'text': ...})")
+    parser.add_argument("--against", metavar="CHECKOUT", help="another checkout of tinydistill (e.g. a `git "
+                        "worktree` of an older commit): serve the same model with its code too, alternating, and "
+                        "print this checkout's requests/s over its (median of the rounds)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of each with --against (default: 3)")
     parser.add_argument("--json", help="also write the summary to this file")
     args = parser.parse_args()
 
@@ -146,33 +184,17 @@ def main() -> None:
         model = Path(args.model) if args.model else quick_student(args.data_dir, Path(tmp) / "cbow")
         texts = Path(args.texts).read_text(encoding="utf-8").splitlines() if args.texts else \
             sst2(args.data_dir, "test").texts
-        port = free_port()
-        base = f"http://{LOOPBACK}:{port}"
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-        server = subprocess.Popen([sys.executable, "-m", "tinydistill.cli", "-q", "serve", str(model),
-                                   "--host", LOOPBACK, "--port", str(port)], env=env)
-        try:
-            wait_ready(base, server)
-            result = asyncio.run(load(f"{base}/predict", texts, args.clients, args.duration, args.max_requests,
-                                      args.batch))
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                server.kill()
-
-    lat = sorted(result["latencies"])
-    done, seconds = len(lat), result["seconds"]
-    summary = {
-        "clients": args.clients, "batch": args.batch, "seconds": round(seconds, 1), "requests": done,
-        "requests_per_s": round(done / seconds, 1), "texts_per_s": round(done * args.batch / seconds, 1),
-        "p50_ms": round(1e3 * statistics.median(lat), 2) if lat else None,
-        "p90_ms": round(1e3 * lat[int(0.90 * (done - 1))], 2) if lat else None,
-        "p99_ms": round(1e3 * lat[int(0.99 * (done - 1))], 2) if lat else None,
-        "errors": sum(result["errors"].values()), "error_kinds": result["errors"],
-        "load_average": round(os.getloadavg()[0], 1), "cores": os.cpu_count(),
-    }
+        if not args.against:
+            summary: dict = measure(model, texts, args)
+        else:  # alternated, so that a change in the machine's load falls on both sides alike
+            runs: dict[str, list[dict]] = {"this": [], "against": []}
+            for _ in range(args.rounds):
+                for side, checkout in (("against", args.against), ("this", None)):
+                    runs[side].append(measure(model, texts, args, checkout))
+                    print(json.dumps(runs[side][-1]), flush=True)
+            medians = {side: statistics.median(r["requests_per_s"] for r in rows) for side, rows in runs.items()}
+            summary = {"rounds": runs, "median_requests_per_s": medians,
+                       "ratio": round(medians["this"] / medians["against"], 3)}
     print(json.dumps(summary, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))
