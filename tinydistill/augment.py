@@ -33,12 +33,12 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from tinydistill.config import AUGMENT_METHODS
 from tinydistill.errors import TinyDistillError
 from tinydistill.words import tokenize
 
 log = logging.getLogger(__name__)
 
-METHODS = ("glove", "mlm", "tang")
 # NLTK's English stop-word list (letter-only entries); inlined so no corpus download is needed
 STOP_WORDS = frozenset("""
 a about above after again against ain all am an and any are aren as at be because been before being below
@@ -341,8 +341,8 @@ def variant_maker(sentences: Sequence[str], method: str, p: float, k: int, neigh
     ``maker.variants(i, rng, n)`` draws up to ``n`` distinct variants of sentence ``i`` with ``rng``;
     ``maker.state()`` is what the candidates came to (JSON-able), which a pool's manifest records.
     """
-    if method not in METHODS:
-        raise TinyDistillError(f"unknown augmentation method {method!r}; expected one of {list(METHODS)}")
+    if method not in AUGMENT_METHODS:
+        raise TinyDistillError(f"unknown augmentation method {method!r}; expected one of {list(AUGMENT_METHODS)}")
     if not sentences:
         raise TinyDistillError("no sentences to augment")
     if method == "tang":

@@ -9,10 +9,7 @@ import os
 from pathlib import Path
 
 from tinydistill.errors import TinyDistillError
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("TINYDISTILL_CACHE", Path.home() / ".cache" / "tinydistill")).expanduser()
+from tinydistill.folders import cache_root
 
 
 def default_teacher() -> str:

@@ -29,7 +29,7 @@ import numpy as np
 
 from tinydistill import runtime
 from tinydistill.errors import TinyDistillError
-from tinydistill.folders import check_out, hashes, replace_folder, staging
+from tinydistill.folders import check_out, hashes, is_run_folder, replace_folder, staging
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def export(source, out: str | os.PathLike, format: str = "numpy", student: str |
         with tempfile.TemporaryDirectory(prefix="tinydistill-export-") as tmp:
             return [export_folder(source.save_pretrained(Path(tmp) / "student"), out, format)]
     folder = Path(source)
-    if (folder / "config.json").exists() or not (folder / "students").is_dir():
+    if not is_run_folder(folder):
         if student is not None:
             raise TinyDistillError(f"{folder}: --student needs a run folder (one with students/)")
         return [export_folder(folder, out, format, overwrite)]
@@ -69,6 +69,12 @@ def export(source, out: str | os.PathLike, format: str = "numpy", student: str |
     for name in names:  # every refusal before the first write
         check_out(out / name, "student", overwrite, source=folder / "students" / name)
     return [export_folder(folder / "students" / name, out / name, format, overwrite) for name in names]
+
+
+def default_out(source: str | os.PathLike, format: str) -> Path:
+    """Where `tinydistill export` writes without --out: RUN/export-FORMAT for a run folder, else MODEL-FORMAT."""
+    source = Path(source)
+    return source / f"export-{format}" if is_run_folder(source) else source.with_name(f"{source.name}-{format}")
 
 
 def export_folder(folder: Path, out: Path, format: str, overwrite: bool = False) -> Path:

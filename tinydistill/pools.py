@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from tinydistill.augment import METHODS, Tagger, TangOps, glove_neighbours, load_mlm, variant_maker
+from tinydistill.augment import Tagger, TangOps, glove_neighbours, load_mlm, variant_maker
+from tinydistill.config import AUGMENT_METHODS
 from tinydistill.errors import TinyDistillError
 
 log = logging.getLogger(__name__)
@@ -192,8 +193,8 @@ def augment_command(data: str, split: str, size: int, out: str, method: str = "g
     ``mlm``: a masked LM's hub name or folder, for ``method="mlm"``, run on ``device`` (``auto``, ``cpu``, ``cuda``...).
     ``engine``: ``local`` (this process) or ``ray`` (``workers`` actors on the Ray at ``address``; same pool).
     """
-    if method not in METHODS:
-        raise TinyDistillError(f"unknown augmentation method {method!r}; expected one of {list(METHODS)}")
+    if method not in AUGMENT_METHODS:
+        raise TinyDistillError(f"unknown augmentation method {method!r}; expected one of {list(AUGMENT_METHODS)}")
     draw = None
     if engine == "ray":
         from tinydistill.scale import ray_rounds, require_ray
@@ -222,35 +223,3 @@ def augment_command(data: str, split: str, size: int, out: str, method: str = "g
         except TinyDistillError as exc:
             log.warning("%s; words the masked LM cannot score stay as they are", exc)
     return write_pool(sentences, out, size, method, n, p, k, seed, neighbours=neighbours, mlm=model, engine=draw)
-
-
-def register_cli(sub) -> None:
-    """The ``augment`` sub-command (called by tinydistill.cli)."""
-    from tinydistill.cli import SEED, SIZE, device_options, number
-
-    p = sub.add_parser("augment", help="grow a transfer set by augmentation (sharded, resumable pool)",
-                       description="Make N variants of each sentence (TinyBERT word replacement from GloVe "
-                       "neighbours or a masked LM, or Tang et al.'s mask/POS/n-gram operations), streamed to "
-                       "gzip shards in --out. Rerun the same command after a kill to resume. Use the pool with "
-                       "`tinydistill run --transfer POOL`.")
-    p.add_argument("--data", required=True, help="paper dataset name, or a text file with one sentence a line")
-    p.add_argument("--split", default="train", help="split of a paper dataset (default: %(default)s)")
-    p.add_argument("--data-dir", help="folder laid out like shared/data (default: $TINYDISTILL_DATA)")
-    p.add_argument("--size", type=SIZE, default=1_000_000, help="sentences in the pool (default: %(default)s)")
-    p.add_argument("--out", required=True, help="pool folder")
-    p.add_argument("--method", default="glove", choices=METHODS, help="candidate source (default: %(default)s)")
-    p.add_argument("--mlm", help="masked LM name or folder for --method mlm (e.g. bert-base-uncased)")
-    p.add_argument("-n", type=SIZE, default=20, help="variants per sentence per round (default: %(default)s)")
-    p.add_argument("-p", type=number(above=0, maximum=1), default=0.4,
-                   help="replacement probability per word (default: %(default)s)")
-    p.add_argument("-k", type=SIZE, default=15, help="candidates per word (default: %(default)s)")
-    p.add_argument("--seed", type=SEED, default=0)
-    p.add_argument("--engine", default="local", choices=["local", "ray"], help="ray: draw variants on Ray actors "
-                   "(needs the scale extra); the same seeds give the same pool (default: %(default)s)")
-    p.add_argument("--address", help="Ray cluster for --engine ray: auto (started by `ray start`) or "
-                   "ray://HOST:10001 (default: a Ray started in this process)")
-    p.add_argument("--workers", type=SIZE, default=1, help="Ray actors for --engine ray (default: %(default)s)")
-    device_options(p, labelling=False)  # where --method mlm runs its masked LM
-    p.set_defaults(func=lambda a: print(augment_command(a.data, a.split, a.size, a.out, a.method, a.n, a.p, a.k,
-                                                        a.seed, a.data_dir, a.mlm, a.engine, a.address,
-                                                        a.workers, a.device)))

@@ -26,7 +26,9 @@ from types import ModuleType
 
 import numpy as np
 
+from tinydistill.bases import resolve_teacher
 from tinydistill.errors import TinyDistillError
+from tinydistill.folders import cache_root
 
 log = logging.getLogger(__name__)
 
@@ -172,8 +174,6 @@ class Model2Vec(Peer):
 
     def static_model_dir(self) -> Path:
         """Where the static model for `body` and `pca_dims` is (or will be) cached."""
-        from tinydistill.bases import cache_root, resolve_teacher
-
         source = Path(resolve_teacher(self.body)).resolve()
         key = hashlib.sha1(str(source).encode()).hexdigest()[:10]
         root = Path(self.cache_dir) if self.cache_dir is not None else cache_root() / "peers"
