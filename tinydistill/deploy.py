@@ -15,6 +15,7 @@ import json
 import os
 import sys
 from collections.abc import Iterable, Iterator
+from contextlib import nullcontext
 from itertools import chain, islice
 from pathlib import Path
 from typing import TextIO
@@ -22,7 +23,7 @@ from typing import TextIO
 from tinydistill import runtime
 from tinydistill.data import iter_json_lines
 from tinydistill.errors import TinyDistillError
-from tinydistill.folders import check_out_file, is_run_folder
+from tinydistill.folders import atomic_output, check_out_file, is_run_folder
 
 INPUT_FORMATS = ("auto", "lines", "csv", "tsv", "jsonl", "parquet")
 OUTPUT_FORMATS = ("jsonl", "csv", "tsv", "parquet")
@@ -77,7 +78,7 @@ def read_records(handle: Iterable[str], fmt: str, text_column: str = "text",
 def read_parquet(path: str, text_column: str = "text", batch_size: int = 1000) -> Iterator[tuple[str, dict]]:
     """(text, row) per row of a Parquet file, read a batch of rows at a time."""
     try:
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # the train extra: predict needs it for Parquet files alone
     except ImportError:
         raise TinyDistillError(f"{path}: reading Parquet needs pyarrow (pip install pyarrow)") from None
     try:
@@ -156,7 +157,7 @@ class PredictionWriter:
     def close(self) -> None:
         """Write what is held back: Parquet's rows (no texts: empty CSV/TSV/JSON Lines, a Parquet of no rows)."""
         if self.fmt == "parquet":
-            import pyarrow as pa
+            import pyarrow as pa  # the train extra: only Parquet output needs it
             import pyarrow.parquet as pq
 
             columns = ["label"] + [f"prob_{name}" for name in self.labels] + ["unknown_rate", "reason"]
@@ -214,47 +215,43 @@ def predict_file(model_dir: str | os.PathLike, input: str = "-", output: str = "
         raise TinyDistillError(f"{input}: input file not found")
     target = None if output == "-" else check_out_file(output, overwrite=True, option="-o")
     fmt_in = input_format if input_format != "auto" else ("lines" if input == "-" else guess_format(input))
-    handle: TextIO | None = None
-    # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is dropped, not read as part of the first text
-    if fmt_in != "parquet":  # text: closed in the finally below
-        handle = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", newline="") if input == "-" \
-            else Path(input).open(encoding="utf-8-sig", newline="")
-    elif input == "-":
-        raise TinyDistillError("Parquet input needs a file, not standard input")
-    tmp = None if target is None else target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    handle = _open_input(input, fmt_in)
     bar = _progress_bar(None if input == "-" or handle is None else os.path.getsize(input), progress)
-    binary = fmt_out == "parquet"
-    out = sys.stdout if tmp is None else tmp.open("wb") if binary else tmp.open("w", encoding="utf-8", newline="")
+    sink = nullcontext(sys.stdout) if target is None else atomic_output(target, text=fmt_out != "parquet")
     try:
-        if handle is None:
-            records = read_parquet(input, text_column, batch_size)
-        else:
-            lines: Iterable[str] = handle
-            if input_format == "auto" and input == "-":
-                first = handle.readline()
-                fmt_in = guess_format(input, first)
-                lines = chain([first] if first else [], handle)  # empty input: no texts, not one empty text
-            records = read_records(lines, fmt_in, text_column, source)
-        update = None if bar is None or handle is None else (lambda: bar.update(handle.buffer.tell() - bar.n))
-        count = predict_stream(model, records, PredictionWriter(out, fmt_out, model.labels), batch_size,
-                               on_batch=update, max_chars=max_chars,
-                               min_confidence=min_confidence, max_unknown=max_unknown)
-    except BaseException as exc:
-        if tmp is not None:
-            out.close()
-            tmp.unlink(missing_ok=True)
-        if isinstance(exc, UnicodeDecodeError):
-            raise TinyDistillError(f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-        raise
+        with sink as out:
+            if handle is None:
+                records = read_parquet(input, text_column, batch_size)
+            else:
+                lines: Iterable[str] = handle
+                if input_format == "auto" and input == "-":
+                    first = handle.readline()
+                    fmt_in = guess_format(input, first)
+                    lines = chain([first] if first else [], handle)  # empty input: no texts, not one empty text
+                records = read_records(lines, fmt_in, text_column, source)
+            update = None if bar is None or handle is None else (lambda: bar.update(handle.buffer.tell() - bar.n))
+            return predict_stream(model, records, PredictionWriter(out, fmt_out, model.labels), batch_size,
+                                  on_batch=update, max_chars=max_chars,
+                                  min_confidence=min_confidence, max_unknown=max_unknown)
+    except UnicodeDecodeError as exc:
+        raise TinyDistillError(f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     finally:
         if bar is not None:
             bar.close()
         if handle is not None and input != "-":
             handle.close()
-    if tmp is not None and target is not None:
-        out.close()
-        tmp.replace(target)
-    return count
+
+
+def _open_input(input: str, fmt: str) -> TextIO | None:
+    """The text input (closed by the caller unless standard input); None for Parquet, read by `read_parquet`."""
+    if fmt == "parquet":
+        if input == "-":
+            raise TinyDistillError("Parquet input needs a file, not standard input")
+        return None
+    # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is dropped, not read as part of the first text
+    if input == "-":
+        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", newline="")
+    return Path(input).open(encoding="utf-8-sig", newline="")
 
 
 def _progress_bar(total: int | None, enabled: bool):
@@ -262,7 +259,7 @@ def _progress_bar(total: int | None, enabled: bool):
     if total is None or not enabled:
         return None
     try:
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # the train extra: without it, no bar
     except ImportError:
         return None
     return tqdm(total=total, unit="B", unit_scale=True, desc="predict", file=sys.stderr)

@@ -26,8 +26,10 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from safetensors.numpy import save_file
 
-from tinydistill import runtime
+from tinydistill import __version__, runtime
+from tinydistill.cards import write_card
 from tinydistill.errors import TinyDistillError
 from tinydistill.folders import check_out, hashes, is_run_folder, replace_folder, staging
 
@@ -79,11 +81,6 @@ def default_out(source: str | os.PathLike, format: str) -> Path:
 
 def export_folder(folder: Path, out: Path, format: str, overwrite: bool = False) -> Path:
     """Export one student folder; everything is checked by loading it with the runtime first."""
-    from safetensors.numpy import save_file
-
-    from tinydistill import __version__
-    from tinydistill.cards import write_card
-
     folder, out = Path(folder), Path(out)
     check_out(out, "student", overwrite, source=folder)
     model = runtime.load(folder)  # validates config, vocabulary and weights

@@ -62,18 +62,33 @@ def logit_cache_path() -> Path:
 # ------------------------------------------------------------------------------------------------ writing
 
 
-def write_atomic(path: str | os.PathLike, data: str | bytes | Iterable[str]) -> None:
+def write_atomic(path: str | os.PathLike, data: str | bytes | Iterable[str], single_writer: bool = False) -> None:
     """Write `data` (bytes, a string, or strings streamed one after the other, as UTF-8) to `path` through a
-    unique temporary file in the same folder and an atomic rename."""
+    temporary file in the same folder and an atomic rename.
+
+    The temporary name is unique, unless `single_writer` (a folder only one process writes, such as a pool):
+    then it is `<name>.tmp`, so that the leftover of a killed write is overwritten when the work resumes."""
+    with atomic_output(path, single_writer=single_writer) as handle:
+        if isinstance(data, bytes | str):
+            handle.write(data.encode("utf-8") if isinstance(data, str) else data)
+        else:
+            for part in data:
+                handle.write(part.encode("utf-8"))
+
+
+@contextmanager
+def atomic_output(path: str | os.PathLike, text: bool = False, single_writer: bool = False) -> Iterator:
+    """An open file (binary, or UTF-8 text with `text`) that lands at `path` when the block ends without an
+    error, and is removed otherwise: a reader never sees half of it, however long the writing takes."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if single_writer:
+        tmp = str(path.with_name(path.name + ".tmp"))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    else:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            if isinstance(data, bytes | str):
-                handle.write(data.encode("utf-8") if isinstance(data, str) else data)
-            else:
-                for part in data:
-                    handle.write(part.encode("utf-8"))
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") if text else os.fdopen(fd, "wb") as handle:
+            yield handle
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -9,10 +9,12 @@ say which device and precision produced each artefact.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import json
 import logging
 import os
+import shlex
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -21,6 +23,8 @@ from typing import Any
 import numpy as np
 
 from tinydistill import data as data_mod
+from tinydistill import runtime
+from tinydistill.bases import load_glove
 from tinydistill.cards import stamp, update_provenance
 from tinydistill.config import RunConfig
 from tinydistill.device import int8_guard, precision_name, resolve_device
@@ -29,6 +33,7 @@ from tinydistill.errors import TinyDistillError
 from tinydistill.evaluate import agreement, chance, ece, headline, latency, scores, throughput
 from tinydistill.finetune import Recipe, get_recipe, self_train, train_teacher
 from tinydistill.folders import RUN_MARKER, cache_root, check_out, locked, logit_cache_path, write_atomic
+from tinydistill.pools import read_pool
 from tinydistill.runtime import softmax
 from tinydistill.shards import ConcatLogits, InMemoryLogits, LogitShards, is_logit_folder
 from tinydistill.students import ARCHITECTURES, Student
@@ -105,14 +110,10 @@ def read_transfer(source: str, text_column: str = "text") -> list[str]:
     if is_logit_folder(source):
         return list(LogitShards(source).iter_texts())
     if path.is_dir():
-        from tinydistill.pools import read_pool
-
         return read_pool(path)
     if not path.exists():
         raise TinyDistillError(f"{path}: transfer file not found")
     if path.name.endswith((".txt", ".txt.gz")):  # plain text: one text a line
-        import gzip
-
         opener = gzip.open if path.suffix == ".gz" else open
         try:
             with opener(path, "rt", encoding="utf-8") as handle:  # type: ignore[operator]
@@ -231,8 +232,6 @@ def word_vectors(use: bool):
     if not use:
         return None
     try:
-        from tinydistill.augment import load_glove
-
         return load_glove()
     except TinyDistillError as exc:
         log.warning("no GloVe vectors (%s); embeddings start random", exc)
@@ -433,8 +432,6 @@ def evaluate_folder(folder: str | os.PathLike, c: RunConfig) -> dict:
 
 def command_line(c: RunConfig) -> str:
     """A `tinydistill run` command that makes this run again: the options that differ from the defaults."""
-    import shlex
-
     default, args = RunConfig(), ["tinydistill", "run"]
     for f in fields(c):
         value = getattr(c, f.name)
@@ -540,8 +537,6 @@ def measure_speed(rows: list[dict], teacher: Teacher, models: dict[str, Student]
     Students are timed as they are deployed: their saved folders (`folder/<name>`) through the numpy runtime that
     `tinydistill predict` and `serve` use, on one thread; the torch module's figures are kept beside (`torch_*`).
     """
-    from tinydistill import runtime
-
     t_rate = throughput(lambda b: teacher.logits(b, progress=False), texts, batch_size=64, min_seconds=2.0,
                         max_texts=512)
     t_lat = latency(lambda b: teacher.logits(b, progress=False), texts, n=50)
@@ -558,7 +553,7 @@ def measure_speed(rows: list[dict], teacher: Teacher, models: dict[str, Student]
 def one_blas_thread():
     """numpy's BLAS on one thread (threadpoolctl comes with scikit-learn), as the torch students run."""
     try:
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import threadpool_limits  # optional: comes with scikit-learn
     except ImportError:
         return contextlib.nullcontext()
     return threadpool_limits(limits=1)

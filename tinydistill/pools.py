@@ -23,7 +23,9 @@ from tqdm.auto import tqdm
 
 from tinydistill.augment import Tagger, TangOps, glove_neighbours, load_mlm, variant_maker
 from tinydistill.config import AUGMENT_METHODS
+from tinydistill.data import load_paper_dataset
 from tinydistill.errors import TinyDistillError
+from tinydistill.folders import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +64,6 @@ def _stream(maker, count: int, n: int, seed: int, start: tuple[int, int, int], s
         if not added:
             return
         r, i0, added = r + 1, 0, False
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")  # one writer per pool: a fixed name, so a resume overwrites leftovers
-    tmp.write_bytes(data)
-    os.replace(tmp, path)  # a kill leaves the old file or the new one, never half of one
 
 
 def _read_shard(path: Path) -> list[str]:
@@ -147,9 +143,10 @@ def write_pool(sentences: Sequence[str], out_dir: str | os.PathLike, size: int, 
 
     def flush(cursor: tuple[int, int, int]) -> None:
         name = f"shard-{len(shards):05d}.txt.gz"
-        _write_atomic(out / name, gzip.compress("".join(line + "\n" for line in buffer).encode(), 6, mtime=0))
+        write_atomic(out / name, gzip.compress("".join(line + "\n" for line in buffer).encode(), 6, mtime=0),
+                     single_writer=True)  # one writer per pool: a resume overwrites a killed write's leftover
         shards.append({"file": name, "lines": len(buffer), "cursor": list(cursor)})
-        _write_atomic(manifest_path, json.dumps(manifest, indent=1).encode())
+        write_atomic(manifest_path, json.dumps(manifest, indent=1).encode(), single_writer=True)
         buffer.clear()
 
     with tqdm(total=size, initial=done, unit="sent", desc=f"augment {method}", disable=not progress) as bar:
@@ -168,7 +165,7 @@ def write_pool(sentences: Sequence[str], out_dir: str | os.PathLike, size: int, 
     if done < size:
         log.warning("only %d distinct variants exist (asked for %d); raise n, k or p", done, size)
     manifest["complete"] = True
-    _write_atomic(manifest_path, json.dumps(manifest, indent=1).encode())
+    write_atomic(manifest_path, json.dumps(manifest, indent=1).encode(), single_writer=True)
     return out
 
 
@@ -197,7 +194,7 @@ def augment_command(data: str, split: str, size: int, out: str, method: str = "g
         raise TinyDistillError(f"unknown augmentation method {method!r}; expected one of {list(AUGMENT_METHODS)}")
     draw = None
     if engine == "ray":
-        from tinydistill.scale import ray_rounds, require_ray
+        from tinydistill.scale import ray_rounds, require_ray  # the scale extra: the core never imports it
 
         require_ray()  # before the candidates are built: a missing extra fails in a second
         def draw(maker, count, n, seed):
@@ -208,8 +205,6 @@ def augment_command(data: str, split: str, size: int, out: str, method: str = "g
         lines = Path(data).read_text(encoding="utf-8").splitlines()
         sentences = [line.strip() for line in lines if line.strip()]
     else:
-        from tinydistill.data import load_paper_dataset
-
         sentences = load_paper_dataset(data, split, data_dir=data_dir).texts
     if not sentences:
         raise TinyDistillError(f"no sentences in {data} ({split})")

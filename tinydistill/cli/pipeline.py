@@ -11,6 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
+from tinydistill.bases import fetch_mpnet
 from tinydistill.cli.options import (
     DEVICE_HELP,
     LABEL_PRECISION_HELP,
@@ -226,8 +227,6 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
 
 
 def cmd_fetch_teacher(a: argparse.Namespace) -> None:
-    from tinydistill.bases import fetch_mpnet
-
     print(fetch_mpnet())
 
 
