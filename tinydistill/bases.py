@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from tinydistill.errors import TinyDistillError
-from tinydistill.folders import cache_root, replace_folder
+from tinydistill.folders import cache_root, replace_folder, staging
 
 
 def default_teacher() -> str:
