@@ -212,6 +212,19 @@ def fit_stream(module: nn.Module, source, encode, c: TrainConfig, progress: bool
         return _fit_stream(module, source, encode, c, progress, desc, block_rows or BLOCK_ROWS)
 
 
+def _held_out(source, val: np.ndarray, blocks: list[tuple[int, int]]) -> tuple[list[str], np.ndarray]:
+    """The texts of the held-out rows `val` and the teacher's labels for them, in one pass over the blocks."""
+    val_texts: list[str] = []
+    gold_parts = []
+    for start, stop in blocks:
+        inside = val[(val >= start) & (val < stop)] - start
+        if len(inside):
+            texts, logits = source.read(start, stop)
+            val_texts += [texts[i] for i in inside]
+            gold_parts.append(logits[inside].argmax(1))
+    return val_texts, np.concatenate(gold_parts).astype(np.int64) if gold_parts else np.zeros(0, np.int64)
+
+
 def _fit_stream(module: nn.Module, source, encode, c: TrainConfig, progress: bool, desc: str,
                 block_rows: int) -> dict:
     rng = np.random.default_rng(c.seed)
@@ -220,15 +233,7 @@ def _fit_stream(module: nn.Module, source, encode, c: TrainConfig, progress: boo
     n_val = min(int(n * c.val_fraction), c.val_max) if n >= 40 else 0
     val = np.sort(rng.choice(n, n_val, replace=False)) if n_val else np.zeros(0, np.int64)
     blocks = [(s, min(s + block_rows, n)) for s in range(0, n, block_rows)]
-    val_texts: list[str] = []
-    gold_parts = []
-    for start, stop in blocks:  # one pass that keeps only the held-out rows
-        inside = val[(val >= start) & (val < stop)] - start
-        if len(inside):
-            texts, logits = source.read(start, stop)
-            val_texts += [texts[i] for i in inside]
-            gold_parts.append(logits[inside].argmax(1))
-    gold_val = np.concatenate(gold_parts).astype(np.int64) if gold_parts else np.zeros(0, np.int64)
+    val_texts, gold_val = _held_out(source, val, blocks)
     val_tokens, val_lengths = pad_ids(encode(val_texts)) if n_val else (np.zeros((0, 1), np.int64), np.zeros(0))
 
     def train_rows(start: int, stop: int) -> np.ndarray:

@@ -98,6 +98,18 @@ def _read_manifest(out: Path) -> dict:
     return manifest
 
 
+def _resumed_manifest(out: Path, settings: dict) -> dict[str, Any]:
+    """The manifest of the pool at `out` to resume (a new one when there is none); other settings are refused."""
+    if not (out / "manifest.json").exists():
+        return {"format": "tinydistill-pool", "version": 1, "settings": settings, "shards": [], "complete": False}
+    old = _read_manifest(out)
+    changed = sorted(key for key in settings if old["settings"].get(key) != settings[key])
+    if changed:
+        raise TinyDistillError(f"{out} holds a pool made with other settings ({', '.join(changed)} "
+                               "differ); use a new output folder or the same settings")
+    return old
+
+
 def write_pool(sentences: Sequence[str], out_dir: str | os.PathLike, size: int, method: str = "glove",
                n: int = 20, p: float = 0.4, k: int = 15, seed: int = 0, shard_size: int = 100_000, *,
                neighbours: dict[str, list[str]] | None = None, mlm=None, tagger: Tagger | None = None,
@@ -122,23 +134,14 @@ def write_pool(sentences: Sequence[str], out_dir: str | os.PathLike, size: int, 
                 # the candidates too, so that another GloVe, MLM or tagger is not mixed into one pool
                 "candidates": _digest(json.dumps(maker.state()))}
     manifest_path = out / "manifest.json"
-    manifest: dict[str, Any] = {"format": "tinydistill-pool", "version": 1, "settings": settings,
-                                "shards": [], "complete": False}
-    if manifest_path.exists():
-        old = _read_manifest(out)
-        changed = sorted(key for key in settings if old["settings"].get(key) != settings[key])
-        if changed:
-            raise TinyDistillError(f"{out} holds a pool made with other settings ({', '.join(changed)} "
-                                   "differ); use a new output folder or the same settings")
-        manifest = old
+    manifest = _resumed_manifest(out, settings)
     shards: list[dict[str, Any]] = manifest["shards"]
     done = sum(shard["lines"] for shard in shards)
     if manifest["complete"]:
         return out
     out.mkdir(parents=True, exist_ok=True)
     seen = {_key(line) for shard in shards for line in _read_shard(_shard_path(out, shard))}
-    r, i, j = shards[-1]["cursor"] if shards else (0, 0, 0)
-    start = cursor = (r, i, j)
+    start = cursor = tuple(shards[-1]["cursor"]) if shards else (0, 0, 0)  # after the last finished shard
     buffer: list[str] = []
 
     def flush(cursor: tuple[int, int, int]) -> None:
