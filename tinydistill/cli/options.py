@@ -48,7 +48,7 @@ def extra(name: str, command: str) -> Iterator[None]:
         yield
     except ImportError as exc:
         missing = exc.name or str(exc)
-        raise TinyDistillError(f"`tinydistill {command}` needs {missing}, of the {name} extra: "
+        raise TinyDistillError(f"`tinydistill {command}` needs the {name} extra ({missing} is not installed): "
                                f"pip install 'tinydistill[{name}]'") from None
 
 
