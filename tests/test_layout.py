@@ -54,6 +54,17 @@ def test_building_the_parser_imports_no_torch():
     assert out.stdout.strip() == "False"
 
 
+def test_run_takes_every_run_config_field():
+    from dataclasses import fields
+
+    from tinydistill.cli.pipeline import RUN_OPTIONS
+    from tinydistill.config import RunConfig
+
+    assert sorted(RUN_OPTIONS) == sorted(f.name for f in fields(RunConfig))  # run --help keeps its own order
+    a = build_parser().parse_args(["run"])
+    assert all(getattr(a, f.name) == getattr(RunConfig(), f.name) for f in fields(RunConfig))
+
+
 def test_every_sub_command_is_listed(capsys):
     assert main(["--help"]) == 0
     listed = capsys.readouterr().out

