@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from tinydistill import data as data_mod
-from tinydistill.bases import cache_root
 from tinydistill.distill import TrainConfig
 from tinydistill.evaluate import chance, ece, fit_temperature
+from tinydistill.folders import logit_cache_path
 from tinydistill.pipeline import RunConfig, calibration_split, load_task, warnings_for, write_json
 from tinydistill.runtime import softmax
 from tinydistill.students import Student
@@ -43,7 +43,7 @@ def options(run: Path, results: dict) -> dict[str, dict[str, float]]:
     c = RunConfig(**results["config"])
     task = load_task(c)
     teacher = Teacher.load(run / "teacher")
-    cache = LogitCache(cache_root() / "logits.sqlite")
+    cache = LogitCache(logit_cache_path())
     transfer_logits = teacher.logits(task.transfer, cache=cache, progress=False)
     cal_texts = calibration_split(task, transfer_logits, c.seed)[0]
     held = set(cal_texts)

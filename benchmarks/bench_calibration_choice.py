@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from tinydistill import data as data_mod
-from tinydistill.bases import cache_root
 from tinydistill.distill import TrainConfig
 from tinydistill.evaluate import ece, fit_temperature
+from tinydistill.folders import logit_cache_path
 from tinydistill.pipeline import RunConfig, load_task
 from tinydistill.runtime import softmax
 from tinydistill.students import Student
@@ -34,7 +34,7 @@ from tinydistill.teacher import LogitCache, Teacher
 def main(run: Path, split: str) -> None:
     c = RunConfig(**json.loads((run / "results.json").read_text())["config"])
     task = load_task(c)
-    teacher, cache = Teacher.load(run / "teacher"), LogitCache(cache_root() / "logits.sqlite")
+    teacher, cache = Teacher.load(run / "teacher"), LogitCache(logit_cache_path())
     gold = np.asarray(task.test.labels)
     dev = data_mod.load_paper_dataset(c.data, split, c.data_dir)
     dev_gold = np.asarray(dev.labels)

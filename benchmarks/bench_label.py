@@ -33,10 +33,10 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from tinydistill.bases import cache_root  # noqa: E402
 from tinydistill.data import PAPER_DATASETS, load_paper_dataset, stratified_sample  # noqa: E402
 from tinydistill.errors import TinyDistillError  # noqa: E402
 from tinydistill.finetune import get_recipe  # noqa: E402
+from tinydistill.folders import cache_root, logit_cache_path  # noqa: E402
 from tinydistill.teacher import LogitCache, Teacher  # noqa: E402
 
 DEFAULT_LABELS = {"sst2": 200, "agnews": 400}  # the T-train sizes of the cached MiniLM teachers
@@ -156,7 +156,7 @@ def main() -> None:
         pairs = [(ds, str(f)) for ds in DEFAULT_LABELS if (f := cached_minilm(ds)) is not None]
     if not pairs:
         raise SystemExit("no teachers: pass --teacher sst2=FOLDER (a train-teacher or run folder)")
-    cache = None if a.no_cache else LogitCache(cache_root() / "logits.sqlite")
+    cache = None if a.no_cache else LogitCache(logit_cache_path())
     print(f"torch {torch.__version__}, {a.threads} thread(s), quantized engine {torch.backends.quantized.engine}; "
           f"GPU: {torch.cuda.get_device_name(0) if torch.cuda.is_available() and not a.no_gpu else 'none'}")
     rows = []

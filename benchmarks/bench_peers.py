@@ -16,7 +16,7 @@ import time
 from tinydistill.data import PAPER_DATASETS, load_paper_dataset, resolve_data_dir, stratified_sample
 from tinydistill.errors import TinyDistillError
 from tinydistill.evaluate import headline, scores, throughput
-from tinydistill.peers import PEERS
+from tinydistill.paper.peers import PEERS
 
 
 def bench(dataset: str, labels: int, peers: list[str], data_dir: str | None, seed: int,

@@ -62,7 +62,7 @@ def fasttext_predict(train):
     except ImportError:
         print("fastText: missing (import fasttext failed); its column is skipped")
         return None
-    from tinydistill.peers import FastText
+    from tinydistill.paper.peers import FastText
 
     peer = FastText(epoch=5).fit(train.texts, train.labels)
     model = peer.model_

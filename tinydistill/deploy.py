@@ -1,22 +1,21 @@
-"""The deployment commands: `export`, `predict` and `serve`, each parsing its options and calling one function.
+"""Batch prediction with a deployed student: texts from a file or standard input, labels and probabilities out.
 
-    tinydistill export runs/sst2-200-s0 --format int8            # every student of a run
     tinydistill predict runs/sst2-200-s0/students/cbow reviews.parquet -o labelled.csv
     cat texts.txt | tinydistill predict cbow-int8/ --output-format csv
-    tinydistill serve cbow-int8/ --port 8000
 
-`predict` and `serve` run on the numpy runtime (no torch); only `export --format onnx` needs torch.
+`predict_file` (the `predict` sub-command) runs on the numpy runtime (no torch); its parts (`read_records`,
+`PredictionWriter`, `predict_stream`) work on open files and iterators.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
 import os
 import sys
 from collections.abc import Iterable, Iterator
+from contextlib import nullcontext
 from itertools import chain, islice
 from pathlib import Path
 from typing import TextIO
@@ -24,117 +23,10 @@ from typing import TextIO
 from tinydistill import runtime
 from tinydistill.data import iter_json_lines
 from tinydistill.errors import TinyDistillError
-from tinydistill.folders import check_out_file
+from tinydistill.folders import atomic_output, check_out_file, is_run_folder
 
 INPUT_FORMATS = ("auto", "lines", "csv", "tsv", "jsonl", "parquet")
 OUTPUT_FORMATS = ("jsonl", "csv", "tsv", "parquet")
-
-
-def register_cli(sub) -> None:
-    """Add `export`, `predict` and `serve` to the CLI's sub-parsers."""
-    from tinydistill.cli import SIZE, number
-
-    p = sub.add_parser("export", help="write a self-contained student folder: numpy, int8 or onnx",
-                       description="Export a student folder, or every student of a run folder, into a folder "
-                       "that the torch-free runtime (numpy, int8) or an ONNX runtime (onnx) can run.")
-    p.add_argument("source", metavar="RUN_OR_MODEL", help="a student folder or a run folder (with students/)")
-    p.add_argument("--format", default="numpy", choices=["numpy", "int8", "onnx"])
-    p.add_argument("--out", help="output folder (default: MODEL-FORMAT, or RUN/export-FORMAT/<student>)")
-    p.add_argument("--student", help="with a run folder: export only this student")
-    p.add_argument("--overwrite", action="store_true", help="replace an --out that is not an export of the same "
-                   "kind (default: refuse; an export is never written over or around its source)")
-    p.set_defaults(func=cmd_export)
-
-    p = sub.add_parser("predict", help="label texts from a file or standard input (JSON Lines, CSV, TSV or Parquet "
-                       "out)", description="Read texts (CSV, TSV, JSON Lines or Parquet with a text column, by the "
-                       "file's extension; any other file or standard input: one text a line, or JSON Lines if the "
-                       "first line starts with '{') and write, in order, each text's label and probabilities "
-                       "followed by the input's own columns (to join back on).")
-    p.add_argument("model", help="a student folder (saved or exported) or a Hub repo id")
-    p.add_argument("input", nargs="?", default="-", help="input file (default: standard input)")
-    p.add_argument("-o", "--output", default="-", help="output file; its extension (.csv, .tsv, .jsonl, .parquet) "
-                   "sets the format (default: JSON Lines on standard output)")
-    p.add_argument("--input-format", default="auto", choices=INPUT_FORMATS,
-                   help="auto: by file extension (.csv, .tsv, .jsonl/.ndjson, .parquet); standard input: JSON Lines "
-                   "if the first line starts with '{', else plain lines")
-    p.add_argument("--output-format", choices=OUTPUT_FORMATS, help="default: from the output's extension, else jsonl")
-    p.add_argument("--text-column", default="text", help="the column (CSV, TSV, Parquet) or JSON field with the text")
-    p.add_argument("--batch-size", type=SIZE, default=1000)
-    p.add_argument("--max-chars", type=SIZE, default=100_000, help="characters kept per text before tokenising, "
-                   "as serve does (default: %(default)s)")
-    add_abstain_options(p)
-    p.set_defaults(func=cmd_predict)
-
-    p = sub.add_parser("serve", help="serve a student over HTTP (POST /predict, GET /health, /metadata)",
-                       description="Serve a student with uvicorn. Texts over --max-chars are cut to that many "
-                       "characters (a student reads at most its max_length tokens anyway); bigger bodies or "
-                       "batches get a 413. OpenAPI at /openapi.json, docs at /docs.")
-    p.add_argument("model", help="a student folder (saved or exported) or a Hub repo id")
-    p.add_argument("--host", default="127.0.0.1", help="default: loopback only; 0.0.0.0 for every interface")
-    p.add_argument("--port", type=number("int", minimum=0, maximum=65535), default=8000)
-    p.add_argument("--max-texts", type=SIZE, default=1000, help="texts per request (default: %(default)s)")
-    p.add_argument("--max-bytes", type=SIZE, default=2 * 1024 * 1024, help="request body (default: %(default)s)")
-    p.add_argument("--max-chars", type=SIZE, default=100_000, help="characters kept per text (default: %(default)s)")
-    p.add_argument("--token", help="require 'Authorization: Bearer TOKEN' on every endpoint but /health (default: "
-                   "$TINYDISTILL_TOKEN; set one when --host is not loopback)")
-    p.add_argument("--idle-timeout", type=number(above=0), default=15.0,
-                   help="close a connection that sends nothing for this many seconds (default: %(default)s)")
-    add_abstain_options(p)
-    p.set_defaults(func=cmd_serve)
-
-    p = sub.add_parser("push", help="upload a student folder and its model card to the Hugging Face Hub",
-                       description="Create the Hub repo REPO_ID if needed and upload FOLDER (config.json, vocab.txt, "
-                       "model.safetensors, README.md). The token: --token, else $HF_TOKEN or `hf auth login`'s.")
-    p.add_argument("folder", help="a student folder (saved or exported)")
-    p.add_argument("repo_id", help="org/name on the Hub")
-    p.add_argument("--private", action="store_true", help="create the repo private")
-    p.add_argument("--token", help="a Hub token with write access (default: huggingface_hub's)")
-    p.set_defaults(func=cmd_push)
-
-
-def add_abstain_options(p) -> None:
-    """`--min-confidence` and `--max-unknown`, shared by `predict` and `serve`."""
-    from tinydistill.cli import number
-
-    p.add_argument("--min-confidence", type=number(minimum=0, maximum=1), metavar="P",
-                   help="abstain (label null, with a reason) when the top probability is under P")
-    p.add_argument("--max-unknown", type=number(minimum=0, maximum=1), metavar="R",
-                   help="abstain when more than a share R (0-1) of a text's words are not in the model's vocabulary")
-
-
-# ---------------------------------------------------------------------------------------------- commands
-
-
-def cmd_export(a: argparse.Namespace) -> None:
-    from tinydistill.export import export
-
-    source = Path(a.source)
-    is_run = (source / "students").is_dir() and not (source / "config.json").exists()
-    default = source / f"export-{a.format}" if is_run else source.with_name(f"{source.name}-{a.format}")
-    written = export(source, a.out or default, a.format, a.student, overwrite=a.overwrite)
-    print(json.dumps({"format": a.format, "exported": [str(p) for p in written]}))
-
-
-def cmd_predict(a: argparse.Namespace) -> None:
-    count = predict_file(a.model, a.input, a.output, a.input_format, a.output_format, a.text_column, a.batch_size,
-                         progress=not a.quiet, max_chars=a.max_chars, min_confidence=a.min_confidence,
-                         max_unknown=a.max_unknown)
-    if a.output != "-":
-        print(json.dumps({"texts": count, "output": a.output}))
-
-
-def cmd_serve(a: argparse.Namespace) -> None:
-    from tinydistill.serve import Limits, serve
-
-    serve(a.model, a.host, a.port, Limits(a.max_texts, a.max_bytes, a.max_chars),
-          log_level="warning" if a.quiet else "info", token=a.token, idle_timeout=a.idle_timeout,
-          min_confidence=a.min_confidence, max_unknown=a.max_unknown)
-
-
-def cmd_push(a: argparse.Namespace) -> None:
-    from tinydistill.hub import push
-
-    print(json.dumps({"pushed": a.folder, "repo": push(a.folder, a.repo_id, token=a.token, private=a.private)}))
 
 
 # ----------------------------------------------------------------------------------------------- predict
@@ -143,7 +35,7 @@ def cmd_push(a: argparse.Namespace) -> None:
 def load_model(folder: str | os.PathLike) -> runtime.Model:
     """`runtime.load`, with a hint when given a run folder instead of one of its students."""
     folder = Path(folder)
-    if (folder / "students").is_dir() and not (folder / "config.json").exists():
+    if is_run_folder(folder):
         names = sorted(p.name for p in (folder / "students").iterdir() if p.is_dir())
         raise TinyDistillError(f"{folder}: a run folder; pick a student: {', '.join(f'students/{n}' for n in names)}")
     return runtime.load(folder)
@@ -186,7 +78,7 @@ def read_records(handle: Iterable[str], fmt: str, text_column: str = "text",
 def read_parquet(path: str, text_column: str = "text", batch_size: int = 1000) -> Iterator[tuple[str, dict]]:
     """(text, row) per row of a Parquet file, read a batch of rows at a time."""
     try:
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # the train extra: predict needs it for Parquet files alone
     except ImportError:
         raise TinyDistillError(f"{path}: reading Parquet needs pyarrow (pip install pyarrow)") from None
     try:
@@ -265,7 +157,7 @@ class PredictionWriter:
     def close(self) -> None:
         """Write what is held back: Parquet's rows (no texts: empty CSV/TSV/JSON Lines, a Parquet of no rows)."""
         if self.fmt == "parquet":
-            import pyarrow as pa
+            import pyarrow as pa  # the train extra: only Parquet output needs it
             import pyarrow.parquet as pq
 
             columns = ["label"] + [f"prob_{name}" for name in self.labels] + ["unknown_rate", "reason"]
@@ -323,47 +215,43 @@ def predict_file(model_dir: str | os.PathLike, input: str = "-", output: str = "
         raise TinyDistillError(f"{input}: input file not found")
     target = None if output == "-" else check_out_file(output, overwrite=True, option="-o")
     fmt_in = input_format if input_format != "auto" else ("lines" if input == "-" else guess_format(input))
-    handle: TextIO | None = None
-    # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is dropped, not read as part of the first text
-    if fmt_in != "parquet":  # text: closed in the finally below
-        handle = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", newline="") if input == "-" \
-            else Path(input).open(encoding="utf-8-sig", newline="")
-    elif input == "-":
-        raise TinyDistillError("Parquet input needs a file, not standard input")
-    tmp = None if target is None else target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    handle = _open_input(input, fmt_in)
     bar = _progress_bar(None if input == "-" or handle is None else os.path.getsize(input), progress)
-    binary = fmt_out == "parquet"
-    out = sys.stdout if tmp is None else tmp.open("wb") if binary else tmp.open("w", encoding="utf-8", newline="")
+    sink = nullcontext(sys.stdout) if target is None else atomic_output(target, text=fmt_out != "parquet")
     try:
-        if handle is None:
-            records = read_parquet(input, text_column, batch_size)
-        else:
-            lines: Iterable[str] = handle
-            if input_format == "auto" and input == "-":
-                first = handle.readline()
-                fmt_in = guess_format(input, first)
-                lines = chain([first] if first else [], handle)  # empty input: no texts, not one empty text
-            records = read_records(lines, fmt_in, text_column, source)
-        update = None if bar is None or handle is None else (lambda: bar.update(handle.buffer.tell() - bar.n))
-        count = predict_stream(model, records, PredictionWriter(out, fmt_out, model.labels), batch_size,
-                               on_batch=update, max_chars=max_chars,
-                               min_confidence=min_confidence, max_unknown=max_unknown)
-    except BaseException as exc:
-        if tmp is not None:
-            out.close()
-            tmp.unlink(missing_ok=True)
-        if isinstance(exc, UnicodeDecodeError):
-            raise TinyDistillError(f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-        raise
+        with sink as out:
+            if handle is None:
+                records = read_parquet(input, text_column, batch_size)
+            else:
+                lines: Iterable[str] = handle
+                if input_format == "auto" and input == "-":
+                    first = handle.readline()
+                    fmt_in = guess_format(input, first)
+                    lines = chain([first] if first else [], handle)  # empty input: no texts, not one empty text
+                records = read_records(lines, fmt_in, text_column, source)
+            update = None if bar is None or handle is None else (lambda: bar.update(handle.buffer.tell() - bar.n))
+            return predict_stream(model, records, PredictionWriter(out, fmt_out, model.labels), batch_size,
+                                  on_batch=update, max_chars=max_chars,
+                                  min_confidence=min_confidence, max_unknown=max_unknown)
+    except UnicodeDecodeError as exc:
+        raise TinyDistillError(f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     finally:
         if bar is not None:
             bar.close()
         if handle is not None and input != "-":
             handle.close()
-    if tmp is not None and target is not None:
-        out.close()
-        tmp.replace(target)
-    return count
+
+
+def _open_input(input: str, fmt: str) -> TextIO | None:
+    """The text input (closed by the caller unless standard input); None for Parquet, read by `read_parquet`."""
+    if fmt == "parquet":
+        if input == "-":
+            raise TinyDistillError("Parquet input needs a file, not standard input")
+        return None
+    # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is dropped, not read as part of the first text
+    if input == "-":
+        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", newline="")
+    return Path(input).open(encoding="utf-8-sig", newline="")
 
 
 def _progress_bar(total: int | None, enabled: bool):
@@ -371,7 +259,7 @@ def _progress_bar(total: int | None, enabled: bool):
     if total is None or not enabled:
         return None
     try:
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # the train extra: without it, no bar
     except ImportError:
         return None
     return tqdm(total=total, unit="B", unit_scale=True, desc="predict", file=sys.stderr)

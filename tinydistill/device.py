@@ -14,7 +14,7 @@ import copy
 import logging
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -150,3 +150,13 @@ def int8_guard(teacher: Teacher, texts: Sequence[str], labels: Sequence[int], ca
              100 * fp32_acc, len(texts), where)
     return int8, decision
 
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run a block with `n` intra-op threads, then restore the previous setting."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

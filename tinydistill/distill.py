@@ -7,11 +7,10 @@ the one that agrees most with the teacher on a held-out slice of the transfer se
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -19,7 +18,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from tinydistill.device import resolve_device, torch_threads
 from tinydistill.errors import TinyDistillError, check_number
+from tinydistill.words import pad_ids
 
 log = logging.getLogger(__name__)
 
@@ -59,26 +60,6 @@ class TrainConfig:
         if d["device"] == "cpu":  # off: the keys of students trained before this option existed still hold
             del d["device"]
         return d
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run a block with `n` intra-op threads, then restore the previous setting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def pad_ids(ids: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
-    """Pad id lists into one int64 matrix (what nn.Embedding takes) and their lengths; batches slice and trim it."""
-    lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
-    out = np.zeros((len(ids), max(int(lengths.max()) if len(ids) else 1, 1)), dtype=np.int64)
-    for row, x in enumerate(ids):
-        out[row, : len(x)] = x
-    return out, lengths
 
 
 def _batch(tokens: np.ndarray, lengths: np.ndarray, rows: np.ndarray,
@@ -142,8 +123,6 @@ def fit_module(module: nn.Module, ids: Sequence[Sequence[int]], y: np.ndarray, c
     `c.device` a GPU, training runs there (in fp32: the students are small) and the module is moved back to the
     CPU at the end; the history says where it trained.
     """
-    from tinydistill.device import resolve_device
-
     device = resolve_device(c.device)
     with torch_threads(c.threads):
         if device.type == "cpu":
@@ -233,6 +212,19 @@ def fit_stream(module: nn.Module, source, encode, c: TrainConfig, progress: bool
         return _fit_stream(module, source, encode, c, progress, desc, block_rows or BLOCK_ROWS)
 
 
+def _held_out(source, val: np.ndarray, blocks: list[tuple[int, int]]) -> tuple[list[str], np.ndarray]:
+    """The texts of the held-out rows `val` and the teacher's labels for them, in one pass over the blocks."""
+    val_texts: list[str] = []
+    gold_parts = []
+    for start, stop in blocks:
+        inside = val[(val >= start) & (val < stop)] - start
+        if len(inside):
+            texts, logits = source.read(start, stop)
+            val_texts += [texts[i] for i in inside]
+            gold_parts.append(logits[inside].argmax(1))
+    return val_texts, np.concatenate(gold_parts).astype(np.int64) if gold_parts else np.zeros(0, np.int64)
+
+
 def _fit_stream(module: nn.Module, source, encode, c: TrainConfig, progress: bool, desc: str,
                 block_rows: int) -> dict:
     rng = np.random.default_rng(c.seed)
@@ -241,15 +233,7 @@ def _fit_stream(module: nn.Module, source, encode, c: TrainConfig, progress: boo
     n_val = min(int(n * c.val_fraction), c.val_max) if n >= 40 else 0
     val = np.sort(rng.choice(n, n_val, replace=False)) if n_val else np.zeros(0, np.int64)
     blocks = [(s, min(s + block_rows, n)) for s in range(0, n, block_rows)]
-    val_texts: list[str] = []
-    gold_parts = []
-    for start, stop in blocks:  # one pass that keeps only the held-out rows
-        inside = val[(val >= start) & (val < stop)] - start
-        if len(inside):
-            texts, logits = source.read(start, stop)
-            val_texts += [texts[i] for i in inside]
-            gold_parts.append(logits[inside].argmax(1))
-    gold_val = np.concatenate(gold_parts).astype(np.int64) if gold_parts else np.zeros(0, np.int64)
+    val_texts, gold_val = _held_out(source, val, blocks)
     val_tokens, val_lengths = pad_ids(encode(val_texts)) if n_val else (np.zeros((0, 1), np.int64), np.zeros(0))
 
     def train_rows(start: int, stop: int) -> np.ndarray:

@@ -26,10 +26,12 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from safetensors.numpy import save_file
 
-from tinydistill import runtime
+from tinydistill import __version__, runtime
+from tinydistill.cards import write_card
 from tinydistill.errors import TinyDistillError
-from tinydistill.folders import check_out, hashes, replace_folder, staging
+from tinydistill.folders import check_out, hashes, is_run_folder, replace_folder, staging
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,7 @@ def export(source, out: str | os.PathLike, format: str = "numpy", student: str |
         with tempfile.TemporaryDirectory(prefix="tinydistill-export-") as tmp:
             return [export_folder(source.save_pretrained(Path(tmp) / "student"), out, format)]
     folder = Path(source)
-    if (folder / "config.json").exists() or not (folder / "students").is_dir():
+    if not is_run_folder(folder):
         if student is not None:
             raise TinyDistillError(f"{folder}: --student needs a run folder (one with students/)")
         return [export_folder(folder, out, format, overwrite)]
@@ -71,13 +73,14 @@ def export(source, out: str | os.PathLike, format: str = "numpy", student: str |
     return [export_folder(folder / "students" / name, out / name, format, overwrite) for name in names]
 
 
+def default_out(source: str | os.PathLike, format: str) -> Path:
+    """Where `tinydistill export` writes without --out: RUN/export-FORMAT for a run folder, else MODEL-FORMAT."""
+    source = Path(source)
+    return source / f"export-{format}" if is_run_folder(source) else source.with_name(f"{source.name}-{format}")
+
+
 def export_folder(folder: Path, out: Path, format: str, overwrite: bool = False) -> Path:
     """Export one student folder; everything is checked by loading it with the runtime first."""
-    from safetensors.numpy import save_file
-
-    from tinydistill import __version__
-    from tinydistill.cards import write_card
-
     folder, out = Path(folder), Path(out)
     check_out(out, "student", overwrite, source=folder)
     model = runtime.load(folder)  # validates config, vocabulary and weights

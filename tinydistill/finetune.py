@@ -24,7 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from tinydistill.bases import resolve_teacher
-from tinydistill.device import autocast, grad_scaler
+from tinydistill.device import autocast, grad_scaler, torch_threads
 from tinydistill.errors import TinyDistillError, check_number
 from tinydistill.teacher import Classifier, Teacher, check_tokenizer_files
 
@@ -139,8 +139,6 @@ def train_teacher(base: str, texts: Sequence[str], labels: Sequence[int], label_
     the encoder first gets that many contrastive steps (`_contrast`) and only the head is then fit (`_fit_head`).
     `device` is a `device.resolve_device` spec (None: the CPU, in fp32 as always).
     """
-    from tinydistill.distill import torch_threads
-
     recipe = recipe or RECIPES[DEFAULT_RECIPE]
     if recipe.members > 1:
         members = [train_teacher(base, texts, labels, label_names, replace(recipe, members=1, seed=recipe.seed + k),
@@ -162,8 +160,6 @@ def self_train(first: Teacher, base: str, texts: Sequence[str], labels: Sequence
     5 x `recipe.self_train` pool texts is scored; each class then takes up to an equal share of
     `recipe.self_train` of the texts predicted as it, highest probability first.
     """
-    from tinydistill.distill import torch_threads
-
     with torch_threads(recipe.threads or torch.get_num_threads()):
         return _self_train(first, base, texts, labels, label_names, pool, recipe, progress, device)
 

@@ -12,6 +12,9 @@
   is not a folder of the same kind is refused unless `overwrite`; an output is never its own source, nor a folder
   above or inside it. Checked before any work, so a refusal costs nothing.
 - `sha256_file`, `check_hashes`: the weight hashes that saved folders record and loading checks.
+- `cache_root()`, `logit_cache_path()`: the cache of teacher logits, fine-tuned teachers and assembled models.
+- `is_run_folder(path)`: a run folder (or an export source holding `students/`).
+- `write_transfer_file`, `read_transfer_labels`: the JSON Lines transfer file of `label` and its `.labels.json`.
 
 Torch-free (the runtime imports it).
 """
@@ -26,19 +29,36 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+
+import numpy as np
 
 from tinydistill.errors import TinyDistillError
 
 log = logging.getLogger(__name__)
+
+LOGITS = "logits.sqlite"  # the teacher-logit cache (teacher.LogitCache), under cache_root()
 
 STUDENT_FORMAT = "tinydistill-student"
 RUN_MARKER = "run.json"  # written by `pipeline.run` when it starts a run folder
 KINDS = ("student", "teacher", "run", "pool", "exports")
 _NAMES = {"student": "a student folder", "teacher": "a teacher folder", "run": "a run folder",
           "pool": "an augmentation pool", "exports": "a folder of exported students"}
+
+
+# ------------------------------------------------------------------------------------------------ cache
+
+
+def cache_root() -> Path:
+    """$TINYDISTILL_CACHE, else ~/.cache/tinydistill: teacher logits, fine-tuned teachers, assembled models."""
+    return Path(os.environ.get("TINYDISTILL_CACHE", Path.home() / ".cache" / "tinydistill")).expanduser()
+
+
+def logit_cache_path() -> Path:
+    """The SQLite file of cached teacher logits (keyed by teacher fingerprint and text), shared by every run."""
+    return cache_root() / LOGITS
 
 
 # ------------------------------------------------------------------------------------------------ writing
@@ -77,19 +97,34 @@ def sweep_leftovers(parent: Path, name: str) -> None:
             _remove(Path(entry.path))
 
 
-def write_atomic(path: str | os.PathLike, data: str | bytes | Iterable[str]) -> None:
+def write_atomic(path: str | os.PathLike, data: str | bytes | Iterable[str], single_writer: bool = False) -> None:
     """Write `data` (bytes, a string, or strings streamed one after the other, as UTF-8) to `path` through a
-    unique temporary file in the same folder and an atomic rename."""
+    temporary file in the same folder and an atomic rename.
+
+    The temporary name is unique, unless `single_writer` (a folder only one process writes, such as a pool):
+    then it is `<name>.tmp`, so that the leftover of a killed write is overwritten when the work resumes."""
+    with atomic_output(path, single_writer=single_writer) as handle:
+        if isinstance(data, bytes | str):
+            handle.write(data.encode("utf-8") if isinstance(data, str) else data)
+        else:
+            for part in data:
+                handle.write(part.encode("utf-8"))
+
+
+@contextmanager
+def atomic_output(path: str | os.PathLike, text: bool = False, single_writer: bool = False) -> Iterator:
+    """An open file (binary, or UTF-8 text with `text`) that lands at `path` when the block ends without an
+    error, and is removed otherwise: a reader never sees half of it, however long the writing takes."""
     path = Path(path)
-    sweep_leftovers(path.parent, path.name)
-    fd, tmp = tempfile.mkstemp(prefix=_prefix(path.name), suffix=".tmp", dir=path.parent)
+    if single_writer:
+        tmp = str(path.with_name(path.name + ".tmp"))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    else:
+        sweep_leftovers(path.parent, path.name)
+        fd, tmp = tempfile.mkstemp(prefix=_prefix(path.name), suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            if isinstance(data, bytes | str):
-                handle.write(data.encode("utf-8") if isinstance(data, str) else data)
-            else:
-                for part in data:
-                    handle.write(part.encode("utf-8"))
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") if text else os.fdopen(fd, "wb") as handle:
+            yield handle
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -173,6 +208,12 @@ def folder_kind(path: str | os.PathLike) -> str | None:
     return None
 
 
+def is_run_folder(path: str | os.PathLike) -> bool:
+    """A folder holding `students/` that is not itself a student: what `export` and `predict` take as a run."""
+    path = Path(path)
+    return (path / "students").is_dir() and not (path / "config.json").exists()
+
+
 def _inside(inner: Path, outer: Path) -> bool:
     return inner == outer or outer in inner.parents
 
@@ -229,6 +270,57 @@ def check_out_file(out: str | os.PathLike, overwrite: bool = False, ours: bool =
         raise TinyDistillError(f"{out}: exists and was not written by tinydistill; choose another {option}, "
                                "or add --overwrite to replace it")
     return out
+
+
+# ------------------------------------------------------------------------------------------------ transfer file
+
+
+def transfer_labels_path(path: str) -> str:
+    """The `.labels.json` beside a transfer file (`transfer.jsonl` -> `transfer.labels.json`): the label names,
+    one per logit, in the teacher's order."""
+    return os.path.splitext(path)[0] + ".labels.json"
+
+
+def write_transfer_file(path: str | os.PathLike, texts: Sequence[str], logits: np.ndarray,
+                        labels: Sequence[str]) -> None:
+    """The transfer file `label` writes and `distil` reads: one `{"text": ..., "logits": [...]}` line a text
+    (logits rounded to 6 decimals), and its `.labels.json`; each written atomically."""
+    write_atomic(path, (json.dumps({"text": text, "logits": [round(float(v), 6) for v in row]}) + "\n"
+                        for text, row in zip(texts, logits)))
+    write_atomic(transfer_labels_path(str(path)), json.dumps(list(labels)))
+
+
+def read_transfer_lines(lines: Iterable[str], source: str) -> tuple[list[str], np.ndarray]:
+    """The texts and logits of a transfer file's lines; a bad line is a one-line error naming `source:line`."""
+    texts: list[str] = []
+    logits: list[list[float]] = []
+    for number, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+            text, values = row["text"], [float(v) for v in row["logits"]]
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise TinyDistillError(f"{source}:{number}: expected {{\"text\": ..., \"logits\": [...]}}") from None
+        if not isinstance(text, str) or len(values) < 2 or (logits and len(values) != len(logits[0])) \
+                or not all(abs(v) <= 1e6 for v in values):  # also false for NaN
+            width = len(logits[0]) if logits else "2 or more"
+            raise TinyDistillError(f"{source}:{number}: expected a text and {width} finite logits, like "
+                                   "the lines before it")
+        texts.append(text)
+        logits.append(values)
+    if not texts:
+        raise TinyDistillError(f"{source}: no rows")
+    return texts, np.asarray(logits, dtype=np.float32)
+
+
+def read_transfer_labels(data: bytes, where: str, width: int) -> list[str]:
+    """The label names of a `.labels.json` (its bytes), checked to give one name per logit."""
+    try:
+        labels = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        labels = None
+    if not isinstance(labels, list) or len(labels) != width:
+        raise TinyDistillError(f"{where}: expected a JSON list of {width} label names, one per logit")
+    return labels
 
 
 # ------------------------------------------------------------------------------------------------ hashes

@@ -9,10 +9,12 @@ say which device and precision produced each artefact.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import json
 import logging
 import os
+import shlex
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -21,69 +23,23 @@ from typing import Any
 import numpy as np
 
 from tinydistill import data as data_mod
-from tinydistill.bases import cache_root, default_teacher
+from tinydistill import runtime
+from tinydistill.bases import load_glove
+from tinydistill.cards import stamp, update_provenance
+from tinydistill.config import RunConfig
 from tinydistill.device import int8_guard, precision_name, resolve_device
 from tinydistill.distill import TrainConfig
-from tinydistill.errors import TinyDistillError, check_number
+from tinydistill.errors import TinyDistillError
 from tinydistill.evaluate import agreement, chance, ece, headline, latency, scores, throughput
 from tinydistill.finetune import Recipe, get_recipe, self_train, train_teacher
-from tinydistill.folders import RUN_MARKER, check_out, locked, write_atomic
+from tinydistill.folders import RUN_MARKER, cache_root, check_out, locked, logit_cache_path, write_atomic
+from tinydistill.pools import read_pool
 from tinydistill.runtime import softmax
 from tinydistill.shards import ConcatLogits, InMemoryLogits, LogitShards, is_logit_folder
 from tinydistill.students import ARCHITECTURES, Student
 from tinydistill.teacher import LogitCache, Teacher
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class RunConfig:
-    data: str = "sst2"  # a paper dataset name, a file (csv/tsv/jsonl/parquet) or a hub dataset id
-    data_dir: str | None = None  # folder laid out like shared/data; else $TINYDISTILL_DATA, else the hub
-    test: str | None = None  # a test file, or a split name; default: the paper's test split / 20% held out
-    text_column: str = "text"
-    label_column: str = "label"
-    labeled: int | None = None  # T-train size; default the paper's (Table 1), or all labels of a user file
-    transfer: list[str] = field(default_factory=list)  # extra unlabelled text: pool folders or files
-    transfer_size: int | None = None  # cap on the transfer set (a seeded sample), for a quick run
-    test_size: int | None = None  # cap on the test split (one stratified sample, the same for every seed)
-    # short name, local folder or hub id; $TINYDISTILL_TEACHER sets the default (the README's tests use a tiny one)
-    teacher: str = field(default_factory=default_teacher)
-    recipe: str = "strong"  # teacher recipe, a name in finetune.RECIPES: "strong" (the default), "contrastive", ...
-    teacher_epochs: float | None = None
-    teacher_lr: float | None = None
-    max_length: int | None = None  # teacher tokens per text
-    students: list[str] = field(default_factory=lambda: ["cbow", "bilstm"])
-    nods: bool = True  # also train each student on the labels alone (the paper's NoDs baseline)
-    loss: str = "mse"
-    glove: bool = True  # start student embeddings from GloVe 6B 50d (PCA to 16d, projected to 100d) if installed
-    seed: int = 0
-    out: str = "runs/{data}-{labeled}-s{seed}"
-    speed: bool = True  # measure throughput and latency
-    device: str = "auto"  # where the teacher trains and labels: auto (a GPU when torch sees one), cpu, cuda, cuda:N
-    label_precision: str = "fp32"  # "int8": CPU labelling in dynamic int8, when it scores within 0.5 of fp32
-    student_device: str = "cpu"  # where students train ("auto"/"cuda" for a BiLSTM on a large transfer set)
-
-    def __post_init__(self) -> None:
-        # sizes are sizes: 0 is an error, never "not given" (that is None)
-        for name in ("labeled", "transfer_size", "test_size"):
-            check_number(name, getattr(self, name), "int", minimum=1, optional=True)
-        check_number("teacher_epochs", self.teacher_epochs, above=0, optional=True)
-        check_number("teacher_lr", self.teacher_lr, above=0, optional=True)
-        check_number("max_length", self.max_length, "int", minimum=2, optional=True)
-        check_number("seed", self.seed, "int", minimum=0)
-        if not self.students:
-            raise TinyDistillError("students: expected at least one of cbow, bilstm, cnn")
-        if self.loss not in ("mse", "kl"):
-            raise TinyDistillError(f"loss {self.loss!r}: expected 'mse' or 'kl'")
-
-    def run_dir(self) -> Path:
-        name = Path(self.data).stem if os.sep in self.data or "." in self.data else self.data.replace("/", "_")
-        labeled: int | str | None = self.labeled
-        if labeled is None:  # the paper's size for its datasets; every label of a user's file
-            spec = data_mod.PAPER_DATASETS.get(self.data)
-            labeled = spec.labeled if spec else "all"
-        return Path(self.out.format(data=name, labeled=labeled, seed=self.seed))
 
 
 @dataclass
@@ -154,14 +110,10 @@ def read_transfer(source: str, text_column: str = "text") -> list[str]:
     if is_logit_folder(source):
         return list(LogitShards(source).iter_texts())
     if path.is_dir():
-        from tinydistill.pools import read_pool
-
         return read_pool(path)
     if not path.exists():
         raise TinyDistillError(f"{path}: transfer file not found")
     if path.name.endswith((".txt", ".txt.gz")):  # plain text: one text a line
-        import gzip
-
         opener = gzip.open if path.suffix == ".gz" else open
         try:
             with opener(path, "rt", encoding="utf-8") as handle:  # type: ignore[operator]
@@ -280,8 +232,6 @@ def word_vectors(use: bool):
     if not use:
         return None
     try:
-        from tinydistill.augment import load_glove
-
         return load_glove()
     except TinyDistillError as exc:
         log.warning("no GloVe vectors (%s); embeddings start random", exc)
@@ -365,7 +315,7 @@ def _run(c: RunConfig, task: Task, run_dir: Path, progress: bool) -> dict:
         else:  # another teacher's logits: only its texts are of use, labelled here in memory
             log.warning("%s holds another teacher's logits; labelling its %d texts again", folder, len(shards))
             task.transfer += [t for t in shards.iter_texts() if t.strip()]
-    cache = LogitCache(cache_root() / "logits.sqlite")
+    cache = LogitCache(logit_cache_path())
     labeller, labelling = choose_labeller(c, teacher, task, cache)
     transfer_logits = labeller.logits(task.transfer, cache=cache, progress=progress)
     n_classes = len(task.labeled.label_names)
@@ -446,10 +396,42 @@ def _run(c: RunConfig, task: Task, run_dir: Path, progress: bool) -> dict:
     return results
 
 
+def fine_tune_teacher(c: RunConfig, out: str, device: str = "auto", overwrite: bool = False, progress: bool = True,
+                      command: str | None = None) -> dict:
+    """`tinydistill train-teacher`: fine-tune `c.teacher` with `c.recipe` on `c.labeled` labels of `c.data`, save
+    it to `out` with its provenance; returns its training record. Every refusal comes before the training."""
+    recipe = get_recipe(c.recipe, epochs=c.teacher_epochs, lr=c.teacher_lr, max_length=c.max_length, seed=c.seed)
+    on = resolve_device(device)
+    for source in [c.data, c.test, c.teacher, c.data_dir]:  # before hours of training, not after
+        if source and Path(source).exists():  # never write over or around what the teacher is made from
+            check_out(out, "teacher", overwrite, source=source, inside_ok=True)
+    check_out(out, "teacher", overwrite)
+    task = load_task(c, transfer=False)
+    teacher = train_teacher(c.teacher, task.labeled.texts, task.labeled.labels or [], task.labeled.label_names,
+                            recipe, progress=progress, pool=task.transfer, device=on)
+    teacher.save(out, overwrite=overwrite)
+    spec = data_mod.PAPER_DATASETS.get(c.data)
+    update_provenance(out, {**stamp(), "method": "fine-tuned teacher", "teacher": c.teacher, "recipe": c.recipe,
+                            "data": c.data, "language": "en" if spec else None,
+                            "dataset_id": spec.hub_id if spec else None, "labeled": len(task.labeled),
+                            "classes": len(task.labeled.label_names), "params": teacher.n_parameters(),
+                            "command": command})
+    return {"teacher": out, **teacher.info["training"]}
+
+
+def evaluate_folder(folder: str | os.PathLike, c: RunConfig) -> dict:
+    """`tinydistill evaluate`: a saved student's or teacher's scores on the test split that `c` names."""
+    task = load_task(c, transfer=False)
+    folder = Path(folder)
+    model = Teacher.load(folder) if (folder / "teacher.json").exists() else Student.from_pretrained(folder)
+    names = list(model.label_names if isinstance(model, Teacher) else model.classes_)
+    test = data_mod.align_labels(task.test, names)
+    pred = model.predict(test.texts)
+    return {"model": str(folder), "test": test.source, **scores(test.labels or [], pred, len(names))}
+
+
 def command_line(c: RunConfig) -> str:
     """A `tinydistill run` command that makes this run again: the options that differ from the defaults."""
-    import shlex
-
     default, args = RunConfig(), ["tinydistill", "run"]
     for f in fields(c):
         value = getattr(c, f.name)
@@ -474,8 +456,6 @@ def _card_scores(row: dict, metric: str, test: str) -> dict:
 
 def record_provenance(c: RunConfig, task: Task, results: dict, run_dir: Path, names: list[str]) -> None:
     """Write each student's and the teacher's provenance into its config and its model card (README.md)."""
-    from tinydistill.cards import update_provenance
-
     spec = data_mod.PAPER_DATASETS.get(c.data)
     rows, metric = results["rows"], results["metric"]
     test = f"{len(task.test):,} texts of {task.test.source}"
@@ -557,8 +537,6 @@ def measure_speed(rows: list[dict], teacher: Teacher, models: dict[str, Student]
     Students are timed as they are deployed: their saved folders (`folder/<name>`) through the numpy runtime that
     `tinydistill predict` and `serve` use, on one thread; the torch module's figures are kept beside (`torch_*`).
     """
-    from tinydistill import runtime
-
     t_rate = throughput(lambda b: teacher.logits(b, progress=False), texts, batch_size=64, min_seconds=2.0,
                         max_texts=512)
     t_lat = latency(lambda b: teacher.logits(b, progress=False), texts, n=50)
@@ -575,7 +553,7 @@ def measure_speed(rows: list[dict], teacher: Teacher, models: dict[str, Student]
 def one_blas_thread():
     """numpy's BLAS on one thread (threadpoolctl comes with scikit-learn), as the torch students run."""
     try:
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import threadpool_limits  # optional: comes with scikit-learn
     except ImportError:
         return contextlib.nullcontext()
     return threadpool_limits(limits=1)

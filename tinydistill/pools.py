@@ -21,8 +21,11 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from tinydistill.augment import METHODS, Tagger, TangOps, glove_neighbours, load_mlm, variant_maker
+from tinydistill.augment import Tagger, TangOps, glove_neighbours, load_mlm, variant_maker
+from tinydistill.config import AUGMENT_METHODS
+from tinydistill.data import load_paper_dataset
 from tinydistill.errors import TinyDistillError
+from tinydistill.folders import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +66,6 @@ def _stream(maker, count: int, n: int, seed: int, start: tuple[int, int, int], s
         r, i0, added = r + 1, 0, False
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")  # one writer per pool: a fixed name, so a resume overwrites leftovers
-    tmp.write_bytes(data)
-    os.replace(tmp, path)  # a kill leaves the old file or the new one, never half of one
-
-
 def _read_shard(path: Path) -> list[str]:
     """The lines of one gzip shard; a missing, truncated or non-gzip shard is a one-line error naming it."""
     try:
@@ -101,6 +98,18 @@ def _read_manifest(out: Path) -> dict:
     return manifest
 
 
+def _resumed_manifest(out: Path, settings: dict) -> dict[str, Any]:
+    """The manifest of the pool at `out` to resume (a new one when there is none); other settings are refused."""
+    if not (out / "manifest.json").exists():
+        return {"format": "tinydistill-pool", "version": 1, "settings": settings, "shards": [], "complete": False}
+    old = _read_manifest(out)
+    changed = sorted(key for key in settings if old["settings"].get(key) != settings[key])
+    if changed:
+        raise TinyDistillError(f"{out} holds a pool made with other settings ({', '.join(changed)} "
+                               "differ); use a new output folder or the same settings")
+    return old
+
+
 def write_pool(sentences: Sequence[str], out_dir: str | os.PathLike, size: int, method: str = "glove",
                n: int = 20, p: float = 0.4, k: int = 15, seed: int = 0, shard_size: int = 100_000, *,
                neighbours: dict[str, list[str]] | None = None, mlm=None, tagger: Tagger | None = None,
@@ -125,30 +134,22 @@ def write_pool(sentences: Sequence[str], out_dir: str | os.PathLike, size: int, 
                 # the candidates too, so that another GloVe, MLM or tagger is not mixed into one pool
                 "candidates": _digest(json.dumps(maker.state()))}
     manifest_path = out / "manifest.json"
-    manifest: dict[str, Any] = {"format": "tinydistill-pool", "version": 1, "settings": settings,
-                                "shards": [], "complete": False}
-    if manifest_path.exists():
-        old = _read_manifest(out)
-        changed = sorted(key for key in settings if old["settings"].get(key) != settings[key])
-        if changed:
-            raise TinyDistillError(f"{out} holds a pool made with other settings ({', '.join(changed)} "
-                                   "differ); use a new output folder or the same settings")
-        manifest = old
+    manifest = _resumed_manifest(out, settings)
     shards: list[dict[str, Any]] = manifest["shards"]
     done = sum(shard["lines"] for shard in shards)
     if manifest["complete"]:
         return out
     out.mkdir(parents=True, exist_ok=True)
     seen = {_key(line) for shard in shards for line in _read_shard(_shard_path(out, shard))}
-    r, i, j = shards[-1]["cursor"] if shards else (0, 0, 0)
-    start = cursor = (r, i, j)
+    start = cursor = tuple(shards[-1]["cursor"]) if shards else (0, 0, 0)  # after the last finished shard
     buffer: list[str] = []
 
     def flush(cursor: tuple[int, int, int]) -> None:
         name = f"shard-{len(shards):05d}.txt.gz"
-        _write_atomic(out / name, gzip.compress("".join(line + "\n" for line in buffer).encode(), 6, mtime=0))
+        write_atomic(out / name, gzip.compress("".join(line + "\n" for line in buffer).encode(), 6, mtime=0),
+                     single_writer=True)  # one writer per pool: a resume overwrites a killed write's leftover
         shards.append({"file": name, "lines": len(buffer), "cursor": list(cursor)})
-        _write_atomic(manifest_path, json.dumps(manifest, indent=1).encode())
+        write_atomic(manifest_path, json.dumps(manifest, indent=1).encode(), single_writer=True)
         buffer.clear()
 
     with tqdm(total=size, initial=done, unit="sent", desc=f"augment {method}", disable=not progress) as bar:
@@ -167,7 +168,7 @@ def write_pool(sentences: Sequence[str], out_dir: str | os.PathLike, size: int, 
     if done < size:
         log.warning("only %d distinct variants exist (asked for %d); raise n, k or p", done, size)
     manifest["complete"] = True
-    _write_atomic(manifest_path, json.dumps(manifest, indent=1).encode())
+    write_atomic(manifest_path, json.dumps(manifest, indent=1).encode(), single_writer=True)
     return out
 
 
@@ -192,11 +193,11 @@ def augment_command(data: str, split: str, size: int, out: str, method: str = "g
     ``mlm``: a masked LM's hub name or folder, for ``method="mlm"``, run on ``device`` (``auto``, ``cpu``, ``cuda``...).
     ``engine``: ``local`` (this process) or ``ray`` (``workers`` actors on the Ray at ``address``; same pool).
     """
-    if method not in METHODS:
-        raise TinyDistillError(f"unknown augmentation method {method!r}; expected one of {list(METHODS)}")
+    if method not in AUGMENT_METHODS:
+        raise TinyDistillError(f"unknown augmentation method {method!r}; expected one of {list(AUGMENT_METHODS)}")
     draw = None
     if engine == "ray":
-        from tinydistill.scale import ray_rounds, require_ray
+        from tinydistill.scale import ray_rounds, require_ray  # the scale extra: the core never imports it
 
         require_ray()  # before the candidates are built: a missing extra fails in a second
         def draw(maker, count, n, seed):
@@ -207,8 +208,6 @@ def augment_command(data: str, split: str, size: int, out: str, method: str = "g
         lines = Path(data).read_text(encoding="utf-8").splitlines()
         sentences = [line.strip() for line in lines if line.strip()]
     else:
-        from tinydistill.data import load_paper_dataset
-
         sentences = load_paper_dataset(data, split, data_dir=data_dir).texts
     if not sentences:
         raise TinyDistillError(f"no sentences in {data} ({split})")
@@ -222,35 +221,3 @@ def augment_command(data: str, split: str, size: int, out: str, method: str = "g
         except TinyDistillError as exc:
             log.warning("%s; words the masked LM cannot score stay as they are", exc)
     return write_pool(sentences, out, size, method, n, p, k, seed, neighbours=neighbours, mlm=model, engine=draw)
-
-
-def register_cli(sub) -> None:
-    """The ``augment`` sub-command (called by tinydistill.cli)."""
-    from tinydistill.cli import SEED, SIZE, device_options, number
-
-    p = sub.add_parser("augment", help="grow a transfer set by augmentation (sharded, resumable pool)",
-                       description="Make N variants of each sentence (TinyBERT word replacement from GloVe "
-                       "neighbours or a masked LM, or Tang et al.'s mask/POS/n-gram operations), streamed to "
-                       "gzip shards in --out. Rerun the same command after a kill to resume. Use the pool with "
-                       "`tinydistill run --transfer POOL`.")
-    p.add_argument("--data", required=True, help="paper dataset name, or a text file with one sentence a line")
-    p.add_argument("--split", default="train", help="split of a paper dataset (default: %(default)s)")
-    p.add_argument("--data-dir", help="folder laid out like shared/data (default: $TINYDISTILL_DATA)")
-    p.add_argument("--size", type=SIZE, default=1_000_000, help="sentences in the pool (default: %(default)s)")
-    p.add_argument("--out", required=True, help="pool folder")
-    p.add_argument("--method", default="glove", choices=METHODS, help="candidate source (default: %(default)s)")
-    p.add_argument("--mlm", help="masked LM name or folder for --method mlm (e.g. bert-base-uncased)")
-    p.add_argument("-n", type=SIZE, default=20, help="variants per sentence per round (default: %(default)s)")
-    p.add_argument("-p", type=number(above=0, maximum=1), default=0.4,
-                   help="replacement probability per word (default: %(default)s)")
-    p.add_argument("-k", type=SIZE, default=15, help="candidates per word (default: %(default)s)")
-    p.add_argument("--seed", type=SEED, default=0)
-    p.add_argument("--engine", default="local", choices=["local", "ray"], help="ray: draw variants on Ray actors "
-                   "(needs the scale extra); the same seeds give the same pool (default: %(default)s)")
-    p.add_argument("--address", help="Ray cluster for --engine ray: auto (started by `ray start`) or "
-                   "ray://HOST:10001 (default: a Ray started in this process)")
-    p.add_argument("--workers", type=SIZE, default=1, help="Ray actors for --engine ray (default: %(default)s)")
-    device_options(p, labelling=False)  # where --method mlm runs its masked LM
-    p.set_defaults(func=lambda a: print(augment_command(a.data, a.split, a.size, a.out, a.method, a.n, a.p, a.k,
-                                                        a.seed, a.data_dir, a.mlm, a.engine, a.address,
-                                                        a.workers, a.device)))

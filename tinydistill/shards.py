@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from tinydistill.errors import TinyDistillError
+from tinydistill.folders import read_transfer_labels, read_transfer_lines, transfer_labels_path
 
 log = logging.getLogger(__name__)
 
@@ -451,38 +452,15 @@ def read_logits(source: str) -> InMemoryLogits | LogitShards:
 
     if fs.get_file_info(path).type != pafs.FileType.File:
         raise TinyDistillError(f"{source}: file not found (expected a JSON Lines file or a logit shard folder)")
-    texts: list[str] = []
-    logits: list[list[float]] = []
     try:
         with fs.open_input_stream(path, compression="gzip" if path.endswith(".gz") else None) as raw:
-            for number, line in enumerate(io.TextIOWrapper(raw, encoding="utf-8-sig"), 1):
-                try:
-                    row = json.loads(line)
-                    text, values = row["text"], [float(v) for v in row["logits"]]
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                    raise TinyDistillError(f"{source}:{number}: expected {{\"text\": ..., \"logits\": [...]}}") \
-                        from None
-                if not isinstance(text, str) or len(values) < 2 or (logits and len(values) != len(logits[0])) \
-                        or not all(abs(v) <= 1e6 for v in values):  # also false for NaN
-                    width = len(logits[0]) if logits else "2 or more"
-                    raise TinyDistillError(f"{source}:{number}: expected a text and {width} finite logits, like "
-                                           "the lines before it")
-                texts.append(text)
-                logits.append(values)
+            texts, logits = read_transfer_lines(io.TextIOWrapper(raw, encoding="utf-8-sig"), source)
     except UnicodeDecodeError as exc:
         raise TinyDistillError(f"{source}: not UTF-8 text (byte {exc.start})") from None
-    labels_path = os.path.splitext(path)[0] + ".labels.json"  # written beside it by `label`
+    labels_path = transfer_labels_path(path)  # written beside it by `label`
     labels = None
     if fs.get_file_info(labels_path).type == pafs.FileType.File:
         with fs.open_input_stream(labels_path) as handle:
-            try:
-                labels = json.loads(handle.read())
-            except (ValueError, UnicodeDecodeError):
-                labels = None
-        if not isinstance(labels, list) or (logits and len(labels) != len(logits[0])):
-            raise TinyDistillError(f"{labels_path}: expected a JSON list of {len(logits[0]) if logits else ''} "
-                                   "label names, one per logit")
-    if not texts:
-        raise TinyDistillError(f"{source}: no rows")
-    return InMemoryLogits(texts, np.asarray(logits, dtype=np.float32), labels)
+            labels = read_transfer_labels(handle.read(), labels_path, logits.shape[1])
+    return InMemoryLogits(texts, logits, labels)
 

@@ -206,7 +206,8 @@ class Student:
     @torch.no_grad()
     def logits(self, texts: Sequence[str], batch_size: int = 512) -> np.ndarray:
         """Raw scores, shape (n, classes); batches are sorted by length so padding stays small."""
-        from tinydistill.distill import pad_ids, torch_threads
+        from tinydistill.device import torch_threads
+        from tinydistill.words import pad_ids
 
         self.module_.eval()
         ids = self.vocab_.encode_batch(texts)

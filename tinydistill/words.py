@@ -1,8 +1,8 @@
 """Word-level tokenizer and vocabulary shared by the torch students and the numpy runtime.
 
-Pure Python (no numpy, no torch) so that the runtime can import it anywhere; both sides tokenise
+No torch (pure Python, but for `pad_ids`' numpy) so that the runtime can import it anywhere; both sides tokenise
 through `tokenize` (the runtime through `fast_tokenizer`, which gives the same tokens), so exported students
-see exactly the ids they were trained on.
+see exactly the ids they were trained on. `pad_ids` packs id lists into the matrix the torch students take.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import numpy as np
 
 from tinydistill.errors import TinyDistillError
 
@@ -142,3 +144,12 @@ class Vocabulary:
 
     def config_dict(self) -> dict:
         return asdict(self.config)
+
+
+def pad_ids(ids: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Pad id lists into one int64 matrix (what nn.Embedding takes) and their lengths; batches slice and trim it."""
+    lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+    out = np.zeros((len(ids), max(int(lengths.max()) if len(ids) else 1, 1)), dtype=np.int64)
+    for row, x in enumerate(ids):
+        out[row, : len(x)] = x
+    return out, lengths

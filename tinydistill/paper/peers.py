@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import logging
-import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,7 +25,9 @@ from types import ModuleType
 
 import numpy as np
 
+from tinydistill.bases import resolve_teacher
 from tinydistill.errors import TinyDistillError
+from tinydistill.folders import cache_root, replace_folder, staging
 
 log = logging.getLogger(__name__)
 
@@ -172,8 +173,6 @@ class Model2Vec(Peer):
 
     def static_model_dir(self) -> Path:
         """Where the static model for `body` and `pca_dims` is (or will be) cached."""
-        from tinydistill.bases import cache_root, resolve_teacher
-
         source = Path(resolve_teacher(self.body)).resolve()
         key = hashlib.sha1(str(source).encode()).hexdigest()[:10]
         root = Path(self.cache_dir) if self.cache_dir is not None else cache_root() / "peers"
@@ -184,7 +183,6 @@ class Model2Vec(Peer):
         _need("model2vec.train", "model2vec==0.10.0", self.name)
         from model2vec import StaticModel
 
-        from tinydistill.bases import resolve_teacher
 
         folder = self.static_model_dir()
         if not (folder / "config.json").exists():
@@ -197,11 +195,9 @@ class Model2Vec(Peer):
             encoder, tokenizer = AutoModel.from_pretrained(source), AutoTokenizer.from_pretrained(source)
             static = distill_from_model(encoder, tokenizer, pca_dims=self.pca_dims, device="cpu")
             # write beside the final folder, then rename, so an interrupted run leaves no half model
-            folder.parent.mkdir(parents=True, exist_ok=True)
-            partial = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
-            static.save_pretrained(str(partial))
-            shutil.rmtree(folder, ignore_errors=True)
-            partial.rename(folder)
+            tmp = staging(folder)
+            static.save_pretrained(str(tmp))
+            replace_folder(tmp, folder)
         return StaticModel.from_pretrained(str(folder))
 
     def _fit(self, texts: list[str], y: np.ndarray) -> None:
@@ -242,7 +238,6 @@ class SetFit(Peer):
         setfit = _need("setfit", "setfit==1.2.0", self.name)
         from datasets import Dataset
 
-        from tinydistill.bases import resolve_teacher
 
         self.model_ = setfit.SetFitModel.from_pretrained(resolve_teacher(self.body))
         data = Dataset.from_dict({"text": texts, "label": y.tolist()})

@@ -1,7 +1,8 @@
-"""Run the paper's experiments for `tinydistill reproduce` (issue 4); `tinydistill.tables` turns them into tables.
+"""Run the paper's experiments for `tinydistill reproduce` (issue 4); `paper.tables` turns them into tables.
 
 Each experiment is `pipeline.run` at a T-train size (the paper's Table 1 by default) for several seeds, plus the
-peers of `tinydistill.peers` on the same labels and test split; `teacher_run` fine-tunes and scores a teacher alone.
+peers of `tinydistill.paper.peers` on the same labels and test split; `teacher_run` fine-tunes and scores a teacher
+alone.
 Runs live in `<out>/<dataset>-<labels>-s<seed>-<teacher>` and are shared by the tables: the pipeline resumes from
 them, augmentation pools (`<out>/pools`) and peer results (`<run>/peers`) are kept beside them and teacher logits
 sit in the logit cache, so a rerun computes only what is missing.
@@ -15,68 +16,37 @@ import json
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from functools import cache, lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import torch
 
 from tinydistill import data as data_mod
+from tinydistill import evaluate, pipeline, pools
+from tinydistill.bases import resolve_teacher
+from tinydistill.config import RunConfig
 from tinydistill.errors import TinyDistillError
-
-if TYPE_CHECKING:
-    from tinydistill.pipeline import RunConfig, Task
-    from tinydistill.teacher import Teacher
+from tinydistill.folders import logit_cache_path
+from tinydistill.paper import peers
+from tinydistill.paper.setup import Setup
+from tinydistill.pipeline import Task, write_json
+from tinydistill.teacher import Classifier, LogitCache, Teacher
 
 log = logging.getLogger(__name__)
 
 REFERENCE_PARAMS = 109_500_000  # BERT-base, the paper's teacher; all-mpnet-base-v2 ("mpnet-base") is as large
 AUGMENTED = ("sst2", "cola")  # the paper grew these transfer sets to 1M sentences (Jiao et al. 2020)
-DATASETS = ("agnews", "emotion", "imdb", "sst2", "cola")  # Table 2's column order
 STATS = ("headline", "accuracy", "macro_f1", "params", "compression", "texts_per_s", "latency_ms", "speedup",
          "speedup_batch1", "agree_transfer", "agree_test", "ece_before", "ece")
-
-
-@dataclass
-class Setup:
-    """What the three reproductions share; each field is an option of `tinydistill reproduce`."""
-
-    seeds: tuple[int, ...] = (0, 1, 2)  # the paper reports one run; we report mean ± std over these
-    seeds_by: dict[str, tuple[int, ...]] = field(default_factory=dict)  # per-dataset seeds that override `seeds`
-    teacher: str = "minilm"  # "mpnet-base" (109.5M, after `tinydistill fetch-teacher`) where the CPU time allows
-    teachers: dict[str, str] = field(default_factory=dict)  # per-dataset choices that override `teacher`
-    transfer_scale: float | None = None  # fraction of the paper's S-train to use when all of it takes too long
-    transfer_max: int | None = None  # at most this many transfer texts a dataset (after the scale), same reason
-    test_size: int | None = None  # score on one stratified sample of each test split (IMDB's has 25,000 texts)
-    augment: str = "glove"  # how SST-2/CoLA pools grow: TinyBERT word replacement from GloVe, or "tang"
-    out: str = "runs/reproduce"
-    data_dir: str | None = None  # folder laid out like shared/data; else $TINYDISTILL_DATA, else the hub
-    peers: tuple[str, ...] = ("fasttext", "model2vec", "setfit")  # each but SetFit also on the teacher's labels
-    students: tuple[str, ...] = ("cbow", "bilstm")
-    speed_teacher: str | None = None  # a 109.5M encoder timed beside runs with a smaller teacher ("mpnet-base")
-    base: RunConfig | None = None  # other pipeline settings (recipe, epochs, GloVe, speed); None: the defaults
-    progress: bool = True
-
-    def teacher_for(self, dataset: str) -> str:
-        return self.teachers.get(dataset, self.teacher)
-
-    def seeds_for(self, dataset: str) -> tuple[int, ...]:
-        return self.seeds_by.get(dataset, self.seeds)
-
-    def transfer_size(self, dataset: str) -> int:
-        """The S-train size used: the paper's, times the scale, capped at `transfer_max`."""
-        size = max(1, round(_spec(dataset).transfer * (self.transfer_scale or 1.0)))
-        return min(size, self.transfer_max) if self.transfer_max else size
-
 
 # ------------------------------------------------------------------------------------------------ runs
 
 
 def run_config(dataset: str, labeled: int, seed: int, s: Setup, speed: bool = True) -> RunConfig:
     """The pipeline settings of one run: a paper dataset, `labeled` labels, a seed and the (scaled) S-train."""
-    from tinydistill.pipeline import RunConfig
-
     base = s.base or RunConfig()
     teacher, data_dir = s.teacher_for(dataset), s.data_dir or base.data_dir
     size = s.transfer_size(dataset)
@@ -105,9 +75,8 @@ def pool(dataset: str, size: int, data_dir: str | None, s: Setup) -> list[str]:
         return []
     folder = Path(s.out) / "pools" / f"{dataset}-{s.augment}-{need}"
     manifest = folder / "manifest.json"
-    if not (manifest.exists() and json.loads(manifest.read_text()).get("complete")):
-        from tinydistill import pools  # a finished pool is not reopened: write_pool would rebuild its candidates
-
+    if not (manifest.exists() and json.loads(manifest.read_text()).get("complete")):  # a finished pool is not
+        # reopened: write_pool would rebuild its candidates
         pools.write_pool(sentences, folder, need, method=s.augment, progress=s.progress)
     return [str(folder)]
 
@@ -118,10 +87,6 @@ def run_one(dataset: str, labeled: int, seed: int, s: Setup, peers: Sequence[str
     Returns the sizes used, the speed reference and one record per model: scores, parameters, compression
     against 109.5M parameters and, with speed, throughput, batch-1 latency and speedups against the reference.
     """
-    from tinydistill import pipeline
-    from tinydistill.bases import cache_root
-    from tinydistill.teacher import LogitCache, Teacher
-
     c = run_config(dataset, labeled, seed, s, speed)
     results = pipeline.run(c, progress=s.progress)
     log.info("%s: %s", c.run_dir(), results["sizes"])
@@ -133,7 +98,7 @@ def run_one(dataset: str, labeled: int, seed: int, s: Setup, peers: Sequence[str
         labeller = Teacher.load(folder / "teacher").to(c.device)  # as the pipeline labelled: device, precision
         if results.get("hardware", {}).get("labelling", {}).get("precision") == "int8":
             labeller = labeller.int8()
-        logits = labeller.logits(task().transfer, cache=LogitCache(cache_root() / "logits.sqlite"), progress=False)
+        logits = labeller.logits(task().transfer, cache=LogitCache(logit_cache_path()), progress=False)
         return logits.argmax(1).tolist()
 
     rows = [{**row, "model": "teacher" if i == 0 else row["model"]} for i, row in enumerate(results["rows"])]
@@ -141,7 +106,7 @@ def run_one(dataset: str, labeled: int, seed: int, s: Setup, peers: Sequence[str
     if c.speed:
         ref = {"name": c.teacher, "params": rows[0]["params"], "texts_per_s": rows[0]["texts_per_s"],
                "latency_ms": rows[0]["latency_ms"], "timed": "the run's teacher"}
-        if not _full(ref) and s.speed_teacher:
+        if not is_full_size(ref) and s.speed_teacher:
             ref = time_reference(s.speed_teacher, task(), folder / "teacher") or ref
     records = [_record(row, ref) for row in rows]
     for name in peers:
@@ -151,7 +116,8 @@ def run_one(dataset: str, labeled: int, seed: int, s: Setup, peers: Sequence[str
             "sizes": results["sizes"], "test_split": results["test_split"], "reference": ref, "records": records}
 
 
-def _full(ref: dict | None) -> bool:
+def is_full_size(ref: dict | None) -> bool:
+    """Whether a speed reference is BERT-base sized (the paper's teacher), so that speedups against it count."""
     return ref is not None and ref["params"] >= 0.99 * REFERENCE_PARAMS  # a BERT-base-sized reference
 
 
@@ -160,7 +126,7 @@ def _record(row: dict, ref: dict | None) -> dict:
     rec = {k: row[k] for k in ("model", "headline", "accuracy", "macro_f1", "params")}
     # agreement with the teacher and calibration: students of runs made since issue 17 (older records lack them)
     rec.update({k: row[k] for k in ("agree_transfer", "agree_test", "ece_before", "ece") if row.get(k) is not None})
-    rec["compression"] = (ref["params"] if ref is not None and _full(ref) else REFERENCE_PARAMS) / row["params"]
+    rec["compression"] = (ref["params"] if ref is not None and is_full_size(ref) else REFERENCE_PARAMS) / row["params"]
     if ref is not None and row.get("texts_per_s"):
         rec.update(texts_per_s=row["texts_per_s"], latency_ms=row["latency_ms"], speedup=row["texts_per_s"]
                    / ref["texts_per_s"], speedup_batch1=ref["latency_ms"] / row["latency_ms"])
@@ -169,10 +135,7 @@ def _record(row: dict, ref: dict | None) -> dict:
 
 @lru_cache(maxsize=4)
 def _reference_model(name: str, n_classes: int, max_length: int) -> Teacher:
-    from transformers import AutoModel, AutoTokenizer
-
-    from tinydistill.bases import resolve_teacher
-    from tinydistill.teacher import Classifier, Teacher
+    from transformers import AutoModel, AutoTokenizer  # the train extra; imported by the one function that needs it
 
     path = resolve_teacher(name)
     model = Classifier(AutoModel.from_pretrained(path), n_classes, "mean").eval()
@@ -185,8 +148,6 @@ def time_reference(name: str, task: Task, teacher_dir: Path) -> dict | None:
     Fine-tuning changes the weights, not the cost, so it times like the fine-tuned teacher would. None, with a
     warning, when it is not there (mpnet-base needs `tinydistill fetch-teacher mpnet-base`).
     """
-    from tinydistill import evaluate
-
     max_length = json.loads((teacher_dir / "teacher.json").read_text())["max_length"]  # the run teacher's
     try:
         model = _reference_model(name, len(task.labeled.label_names), max_length)
@@ -206,9 +167,6 @@ def _peer(name: str, hard: bool, c: RunConfig, folder: Path, ref: dict | None, t
           teacher_labels: Callable[[], list[int]]) -> dict:
     """A peer trained on the run's labels, or on the teacher's argmax over its transfer set when `hard`; scored
     and timed like the students and kept in `<run>/peers/<name>[-hard].json` for as long as nothing changes."""
-    from tinydistill import evaluate, peers
-    from tinydistill.pipeline import write_json
-
     if name not in peers.PEERS:
         raise TinyDistillError(f"unknown peer {name!r}; expected some of {sorted(peers.PEERS)}")
     label, path = f"{name}-hard" if hard else name, folder / "peers" / f"{name}{'-hard' if hard else ''}.json"
@@ -244,23 +202,18 @@ def summarize(runs: list[dict]) -> list[dict]:
         for rec in r["records"]:
             groups[(r["dataset"], r["labeled"], rec["model"])].append(rec)
     return [{"dataset": ds, "labeled": n, "model": model, "runs": len(recs),
-             **{k: _stat([x[k] for x in recs if k in x]) for k in STATS if any(k in x for x in recs)}}
+             **{k: mean_std([x[k] for x in recs if k in x]) for k in STATS if any(k in x for x in recs)}}
             for (ds, n, model), recs in groups.items()]
 
 
-def _stat(values: Sequence[float]) -> dict:
+def mean_std(values: Sequence[float]) -> dict:
+    """{"mean", "std" (sample; 0 for one value), "values"}: what the tables show as mean ± std over seeds."""
     v = [float(x) for x in values]
     return {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, "values": v}
 
 
 def teacher_run(dataset: str, labeled: int, seed: int, name: str, recipe: str, s: Setup) -> dict:
     """Fine-tune (or reuse) one teacher and score it on the test split; kept in `<run>/teacher-score.json`."""
-    import torch
-
-    from tinydistill import evaluate, pipeline
-    from tinydistill.bases import cache_root
-    from tinydistill.teacher import LogitCache
-
     base = s.base or pipeline.RunConfig()
     c = replace(base, data=dataset, data_dir=s.data_dir or base.data_dir, labeled=labeled, seed=seed, teacher=name,
                 recipe=recipe, test_size=s.test_size or base.test_size,
@@ -270,7 +223,7 @@ def teacher_run(dataset: str, labeled: int, seed: int, name: str, recipe: str, s
     path, key = c.run_dir() / "teacher-score.json", pipeline.digest(teacher.fingerprint, task.test.texts)
     if path.exists() and json.loads(path.read_text()).get("key") == key:
         return json.loads(path.read_text())["record"]
-    logits = teacher.logits(task.test.texts, cache=LogitCache(cache_root() / "logits.sqlite"), progress=s.progress)
+    logits = teacher.logits(task.test.texts, cache=LogitCache(logit_cache_path()), progress=s.progress)
     row = evaluate.scores(task.test.labels or [], logits.argmax(1), len(task.labeled.label_names))
     training = teacher.info.get("training", {})
     record = {"dataset": dataset, "labeled": labeled, "seed": seed, "teacher": Path(name).name, "recipe": recipe,
@@ -284,9 +237,3 @@ def teacher_run(dataset: str, labeled: int, seed: int, name: str, recipe: str, s
                                                  batch_size=64, min_seconds=2.0, max_texts=512)}
     pipeline.write_json(path, {"key": key, "record": record})
     return record
-
-
-def _spec(dataset: str) -> data_mod.PaperDataset:
-    if dataset not in data_mod.PAPER_DATASETS:
-        raise TinyDistillError(f"unknown dataset {dataset!r}; expected some of {list(data_mod.PAPER_DATASETS)}")
-    return data_mod.PAPER_DATASETS[dataset]

@@ -1,7 +1,8 @@
 """The paper's Tables 2 and 3, F1 curves and a teacher table: `tinydistill reproduce {table2,table3,curves,teachers}`.
 
-Each table runs the experiments of `tinydistill.reproduce` (a rerun resumes them) and writes `<out>/<table>.json`
-and `.md`, our mean ± std over seeds beside the paper's figure; the curves are also drawn as PNG (matplotlib).
+Each table runs the experiments of `tinydistill.paper.reproduce` (a rerun resumes them) and writes
+`<out>/<table>.json` and `.md`, our mean ± std over seeds beside the paper's figure; the curves are also drawn as PNG
+(`tinydistill.paper.plots`, matplotlib).
 """
 
 from __future__ import annotations
@@ -16,10 +17,23 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import torch
 
-from tinydistill.errors import TinyDistillError
-from tinydistill.reproduce import DATASETS, Setup, _full, _spec, _stat, run_one, summarize, teacher_run
+from tinydistill.config import RunConfig
+from tinydistill.finetune import Recipe
+from tinydistill.paper.plots import plot_curves, plot_scatter
+from tinydistill.paper.reproduce import is_full_size, mean_std, run_one, summarize, teacher_run
+from tinydistill.paper.setup import (
+    CURVE_DATASETS,
+    CURVE_SIZES,
+    DATASETS,
+    TABLE3_SIZES,
+    TITLES,
+    Setup,
+    dataset_spec,
+    model_name,
+)
+from tinydistill.pipeline import write_json
 
 # The paper's figures (its Tables 2 and 3): F1 x 100, MCC x 100 for CoLA, with a BERT-base teacher.
 PAPER: dict[str, Any] = {
@@ -28,17 +42,12 @@ PAPER: dict[str, Any] = {
                "bilstm": {"agnews": 86.4, "emotion": 81.8, "imdb": 85.6, "sst2": 80.7, "cola": 10.0}},
     "table2_ratios": {"teacher": {"compression": 1, "speedup": 1}, "cbow": {"compression": 1375, "speedup": 574},
                       "bilstm": {"compression": 160, "speedup": 40}},
-    "table3_sizes": (200, 6920),  # SST-2 labels, low and high resource
+    "table3_sizes": TABLE3_SIZES,
     "table3": {"teacher": (83.5, 91.0), "cbow": (79.1, 82.0), "bilstm": (80.7, 86.1), "cbow-nods": (62.8, 81.2),
                "bilstm-nods": (63.1, 78.8)},
 }
 PAPER_NOTE = ("Paper: a BERT-base teacher, SST-2/CoLA transfer sets of 1M augmented sentences, speed on a Xeon "
               "2.3 GHz with TensorFlow 2.2.")
-NAMES = {"cbow": "CBoW-FFN", "bilstm": "BiLSTM", "cnn": "CNN", "fasttext": "fastText", "setfit": "SetFit (MiniLM)",
-         "tfidf-lr": "TF-IDF + LR"}
-TITLES = {"agnews": "AGNews", "emotion": "Emotion", "imdb": "IMDB", "sst2": "SST-2", "cola": "CoLA"}
-
-
 # --------------------------------------------------------------------------------------------- tables
 
 
@@ -46,11 +55,11 @@ def table2(datasets: Sequence[str] = DATASETS, setup: Setup | None = None) -> di
     """Table 2: teacher, students and peers at each dataset's paper T-train size, F1 (MCC for CoLA) beside the
     paper's, with compression and speedups; writes `<out>/table2.json` and `table2.md`; returns the JSON."""
     s, started = setup or Setup(), time.time()
-    runs = [run_one(ds, _spec(ds).labeled, seed, s, s.peers) for ds in datasets for seed in s.seeds_for(ds)]
+    runs = [run_one(ds, dataset_spec(ds).labeled, seed, s, s.peers) for ds in datasets for seed in s.seeds_for(ds)]
     summary = summarize(runs)
     by = {(r["dataset"], r["model"]): r for r in summary}
     teachers = {r["dataset"]: Path(r["teacher"]).name for r in runs}
-    metric = {ds: "MCC" if _spec(ds).metric == "mcc" else "F1" for ds in datasets}
+    metric = {ds: "MCC" if dataset_spec(ds).metric == "mcc" else "F1" for ds in datasets}
     head = ["model", *[h for ds in datasets for h in (f"{TITLES.get(ds, ds)} {metric[ds]}", "acc", "paper",
                                                        "agree transfer", "agree test")],
             "params", "compression", "paper", "texts/s", "speedup", "batch-1 ms", "speedup b1", "paper"]
@@ -59,7 +68,7 @@ def table2(datasets: Sequence[str] = DATASETS, setup: Setup | None = None) -> di
              _row(["teacher used", *[x for ds in datasets for x in (teachers[ds], "", "BERT-base", "", "")],
                    *[""] * 8])]
     for model in _order(summary, s):
-        cells = [_name(model)]
+        cells = [model_name(model)]
         for ds in datasets:
             r = by.get((ds, model))
             cells += [_pm(r, "headline"), _pm(r, "accuracy"), _paper(PAPER["table2"].get(model, {}).get(ds)),
@@ -90,19 +99,19 @@ def table3(sizes: Sequence[int] = PAPER["table3_sizes"], setup: Setup | None = N
              "", _row(head), _row(["---"] * len(head))]
     for model in _order(summary, s):
         paper = list(PAPER["table3"].get(model, ())) + [None] * len(sizes)
-        lines.append(_row([_name(model), *[x for n, p in zip(sizes, paper)
+        lines.append(_row([model_name(model), *[x for n, p in zip(sizes, paper)
                                            for x in (_pm(by.get((n, model)), "headline"), _paper(p))]]))
     lines += ["", f"NoDs: the student trained on the labels alone. {PAPER_NOTE}"]
     return _write(s, "table3", {"sizes": list(sizes), "summary": summary, "runs": runs}, lines, started)
 
 
-def curves(datasets: Sequence[str] = ("sst2", "agnews"), sizes: Sequence[int] = (50, 100, 200, 500, 1000),
+def curves(datasets: Sequence[str] = CURVE_DATASETS, sizes: Sequence[int] = CURVE_SIZES,
            setup: Setup | None = None) -> dict:
     """F1 against T-train size for teacher, students and NoDs twins (`curves_<dataset>.png`), and F1 against
     batch-1 latency for every model and peer (`scatter.png`, at the paper's size if among `sizes`, else the
     largest), linked from `<out>/curves.md`; returns the JSON written to `curves.json`."""
     s, started = setup or Setup(), time.time()
-    at = {ds: _spec(ds).labeled if _spec(ds).labeled in sizes else max(sizes) for ds in datasets}
+    at = {ds: dataset_spec(ds).labeled if dataset_spec(ds).labeled in sizes else max(sizes) for ds in datasets}
     runs = [run_one(ds, n, seed, s, s.peers if n == at[ds] else (), speed=n == at[ds])
             for ds in datasets for n in sizes for seed in s.seeds_for(ds)]
     summary = summarize(runs)
@@ -111,16 +120,16 @@ def curves(datasets: Sequence[str] = ("sst2", "agnews"), sizes: Sequence[int] = 
     for ds in datasets:
         by = {(r["labeled"], r["model"]): r for r in summary if r["dataset"] == ds}
         models = [m for m in _order(summary, s) if m == "teacher" or m.removesuffix("-nods") in s.students]
-        _plot_curves([r for r in summary if r["dataset"] == ds and r["model"] in models], sizes,
+        plot_curves([r for r in summary if r["dataset"] == ds and r["model"] in models], sizes,
                      f"{TITLES.get(ds, ds)}: test score against labels", Path(s.out) / f"curves_{ds}.png")
         lines += [f"## {TITLES.get(ds, ds)}", "", f"![{ds} curves](curves_{ds}.png)", "",
                   _row(["model", *[f"{n} labels" for n in sizes]]), _row(["---"] * (len(sizes) + 1)),
-                  *[_row([_name(m), *[_pm(by.get((n, m)), "headline") for n in sizes]]) for m in models], ""]
+                  *[_row([model_name(m), *[_pm(by.get((n, m)), "headline") for n in sizes]]) for m in models], ""]
     points = [r for r in summary if r["labeled"] == at[r["dataset"]] and "latency_ms" in r]
-    _plot_scatter(points, datasets, Path(s.out) / "scatter.png")
+    plot_scatter(points, datasets, Path(s.out) / "scatter.png")
     lines += ["## Score against CPU latency (batch 1)", "", "![F1 against latency](scatter.png)", "",
               _row(["dataset", "labels", "model", "score", "batch-1 ms"]), _row(["---"] * 5),
-              *[_row([r["dataset"], str(r["labeled"]), _name(r["model"]), _pm(r, "headline"),
+              *[_row([r["dataset"], str(r["labeled"]), model_name(r["model"]), _pm(r, "headline"),
                       _pm(r, "latency_ms", 1, 2)]) for r in points]]
     plots = [f"curves_{ds}.png" for ds in datasets] + ["scatter.png"]
     return _write(s, "curves", {"datasets": list(datasets), "sizes": list(sizes), "plots": plots,
@@ -132,18 +141,16 @@ def teachers(datasets: Sequence[str] = DATASETS, setup: Setup | None = None, nam
     """Issue 6's table: each teacher (`names`, default the setup's) fine-tuned with each recipe at every dataset's
     paper T-train size for every seed, with its test score beside the paper's BERT-base, training time and steps,
     held-out score (recipes that hold labels out) and batch-64 throughput; writes `<out>/teachers.json` and `.md`."""
-    from tinydistill.finetune import Recipe
-
     s, started = setup or Setup(), time.time()
-    runs = [teacher_run(ds, _spec(ds).labeled, seed, name, recipe, s) for ds in datasets
+    runs = [teacher_run(ds, dataset_spec(ds).labeled, seed, name, recipe, s) for ds in datasets
             for name in (names or [s.teacher_for(ds)]) for recipe in recipes for seed in s.seeds_for(ds)]
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in runs:  # records written before `max_length` was kept were all at the recipes' default
         groups[(r["dataset"], r["teacher"], r["recipe"], r.get("max_length", Recipe.max_length))].append(r)
     summary = [{"dataset": ds, "labeled": rs[0]["labeled"], "teacher": t, "recipe": rc, "max_length": n,
-                "runs": len(rs), "params": rs[0]["params"], **{k: _stat([r[k] for r in rs if r[k] is not None])
+                "runs": len(rs), "params": rs[0]["params"], **{k: mean_std([r[k] for r in rs if r[k] is not None])
                                               for k in ("headline", "accuracy", "seconds", "steps", "texts_per_s")},
-                "held_out": _stat([r["held_out"] for r in rs]) if rs[0]["held_out"] is not None else None}
+                "held_out": mean_std([r["held_out"] for r in rs]) if rs[0]["held_out"] is not None else None}
                for (ds, t, rc, n), rs in groups.items()]
     head = ["dataset", "labels", "teacher", "params", "recipe", "F1 (MCC for CoLA)", "paper BERT-base", "acc",
             "train s", "steps", "held-out acc", "texts/s, batch 64"]
@@ -171,13 +178,6 @@ def _order(summary: list[dict], s: Setup) -> list[str]:
     return [m for m in wanted if m in present] + sorted(present - set(wanted))
 
 
-def _name(model: str) -> str:
-    for suffix, words in (("-nods", " NoDs"), ("-hard", " on teacher labels")):
-        if model.endswith(suffix):
-            return _name(model.removesuffix(suffix)) + words
-    return NAMES.get(model, model)
-
-
 def _row(cells: Sequence[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
@@ -200,21 +200,18 @@ def _count(n: float) -> str:
 
 def _write(s: Setup, name: str, result: dict, lines: list[str], started: float) -> dict:
     """Add the footer (every size used, seeds, machine, timing), write `<out>/<name>.json` and `.md`."""
-    import torch
-
-    from tinydistill.pipeline import RunConfig, write_json
-
     runs, out, seen = result["runs"], Path(s.out), set()
     lines += ["", f"Sizes used (labelled{'' if name == 'teachers' else ' / transfer'} / test texts):"]
     for r in runs:
         if (r["dataset"], r["labeled"]) not in seen:
             seen.add((r["dataset"], r["labeled"]))
             z, ref = r["sizes"], r["reference"]
-            paper_size = _spec(r["dataset"]).transfer
+            paper_size = dataset_spec(r["dataset"]).transfer
             scale = (f", scaled down to {s.transfer_size(r['dataset']):,} to fit this machine's time"
                      if s.transfer_size(r["dataset"]) < paper_size else "")
+            full = "" if is_full_size(ref) else ", NOT the 109.5M one"
             speed = "" if ref is None else (f"; speed against {Path(ref['name']).name} ({_count(ref['params'])} "
-                                            f"params, {ref['timed']}{'' if _full(ref) else ', NOT the 109.5M one'})")
+                                            f"params, {ref['timed']}{full})")
             transfer = (f" / {z['transfer']:,} (paper S-train {paper_size:,}{scale})"
                         if "transfer" in z else "")
             teacher = "" if name == "teachers" else f"; teacher {Path(r['teacher']).name}"  # rows name theirs
@@ -238,7 +235,7 @@ def _write(s: Setup, name: str, result: dict, lines: list[str], started: float) 
                      "a batch, students and peers 512) and at batch 1, tokenising included; students as deployed, "
                      "through the numpy runtime on one thread. A reference timed as a base encoder with a fresh "
                      "head costs what a fine-tuned one does. Compression is against 109.5M parameters.")
-    if any(r["reference"] and not _full(r["reference"]) for r in runs):
+    if any(r["reference"] and not is_full_size(r["reference"]) for r in runs):
         lines.append("- `--speed-teacher mpnet-base` (after `tinydistill fetch-teacher mpnet-base`) also times the "
                      "109.5M teacher beside the students.")
     result = {"table": name, **result, "paper": PAPER, "setup": asdict(s), "machine": machine,
@@ -248,161 +245,3 @@ def _write(s: Setup, name: str, result: dict, lines: list[str], started: float) 
     write_json(out / f"{name}.json", result)
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
     return result
-
-
-# ---------------------------------------------------------------------------------------------- plots
-
-
-def _figure(width: float, height: float):
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise TinyDistillError("the curves need matplotlib: pip install 'matplotlib>=3.8'") from None
-    fig = Figure(figsize=(width, height))
-    FigureCanvasAgg(fig)  # the Agg backend, without pyplot's global state
-    return fig
-
-
-def _plot_curves(rows: list[dict], sizes: Sequence[int], title: str, path: Path) -> None:
-    fig = _figure(6, 4)
-    ax = fig.subplots()
-    for model in dict.fromkeys(r["model"] for r in rows):
-        points = sorted((r["labeled"], r["headline"]) for r in rows if r["model"] == model)
-        ax.errorbar([n for n, _ in points], [100 * h["mean"] for _, h in points], [100 * h["std"] for _, h in points],
-                    marker="o", capsize=3, label=_name(model), linestyle="--" if model.endswith("-nods") else "-")
-    ax.set_xscale("log")
-    ax.set_xticks(list(sizes), [str(n) for n in sizes])
-    ax.minorticks_off()
-    ax.set(xlabel="labelled examples (T-train)", ylabel="test F1 x 100", title=title)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-
-
-def _plot_scatter(points: list[dict], datasets: Sequence[str], path: Path) -> None:
-    fig = _figure(5 * len(datasets), 4)
-    for ax, ds in zip(np.atleast_1d(fig.subplots(1, len(datasets))), datasets):
-        for r in (r for r in points if r["dataset"] == ds):
-            x, y = r["latency_ms"]["mean"], 100 * r["headline"]["mean"]
-            ax.scatter([x], [y], marker="s" if r["model"] == "teacher" else "o")
-            ax.annotate(_name(r["model"]), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        ax.set_xscale("log")
-        ax.tick_params(axis="x", which="minor", labelbottom=False)
-        ax.set(xlabel="CPU latency, batch 1 (ms)", ylabel="test F1 x 100", title=TITLES.get(ds, ds))
-        ax.grid(alpha=0.3)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-
-
-# ------------------------------------------------------------------------------------------------ CLI
-
-
-def _csv(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
-
-
-def _ints(value: str) -> list[int]:
-    return [int(v) for v in _csv(value)]
-
-
-def _seeds(value: str) -> dict[str | None, tuple[int, ...]]:
-    """`0,1,2,imdb=0` -> {None: (0, 1, 2), "imdb": (0,)}: seeds for every dataset, then per-dataset ones."""
-    every = [v for v in _csv(value) if "=" not in v]
-    by: dict[str | None, tuple[int, ...]] = {None: tuple(int(v) for v in every) or (0,)}
-    for item in (v for v in _csv(value) if "=" in v):
-        ds, seeds = item.split("=", 1)
-        by[ds] = tuple(int(v) for v in seeds.split("+"))
-    return by
-
-
-def setup_from_args(a) -> Setup:
-    """A `Setup` from `tinydistill reproduce` options; `--teacher minilm,imdb=mpnet-base` picks per dataset."""
-    from tinydistill.pipeline import RunConfig
-
-    plain = [t for t in _csv(a.teacher) if "=" not in t]
-    epochs, tokens = getattr(a, "teacher_epochs", None), getattr(a, "max_length", None)
-    device, precision = getattr(a, "device", "auto"), getattr(a, "label_precision", "fp32")
-    return Setup(seeds=a.seeds[None], seeds_by={k: v for k, v in a.seeds.items() if k is not None},
-                 teacher=plain[-1] if plain else "minilm", transfer_scale=getattr(a, "transfer_scale", None),
-                 transfer_max=getattr(a, "transfer_max", None), test_size=a.test_size,
-                 base=RunConfig(teacher_epochs=epochs, max_length=tokens, device=device, label_precision=precision)
-                 if epochs or tokens or device != "auto" or precision != "fp32" else None,
-                 teachers=dict(t.split("=", 1) for t in _csv(a.teacher) if "=" in t),
-                 augment=getattr(a, "augment", "glove"), out=a.out, data_dir=a.data_dir,
-                 peers=tuple(getattr(a, "peers", ())), students=tuple(getattr(a, "students", ())),
-                 speed_teacher=getattr(a, "speed_teacher", None), progress=not getattr(a, "quiet", False))
-
-
-def _command(a) -> None:
-    from tinydistill.device import resolve_device
-
-    resolve_device(a.device)  # a device torch does not see fails before any run starts
-    s = setup_from_args(a)
-    if a.table == "teachers":
-        result = teachers(a.datasets, s, [t for t in _csv(a.teacher) if "=" not in t], a.recipes)
-    else:
-        result = (table2(a.datasets, s) if a.table == "table2" else table3(a.sizes, s) if a.table == "table3"
-                  else curves(a.datasets, a.sizes, s))
-    print(Path(result["markdown"]).read_text())
-    print(f"results: {result['json']}\ntable: {result['markdown']}")
-
-
-CONFIG_HELP = ("a TOML or YAML file of these options (keys: the option names, dashes or underscores); "
-               "options on the command line override it")
-
-
-def register_cli(sub) -> None:
-    """`tinydistill reproduce {table2,table3,curves,teachers}` (called by tinydistill.cli)."""
-    from tinydistill.cli import POSITIVE, SIZE, device_options, number
-
-    p = sub.add_parser("reproduce", help="the paper's Tables 2 and 3, F1 curves and a teacher table, resumable",
-                       description="Run the paper's experiments (its T-train sizes, several seeds) and write JSON and "
-                       "Markdown with the paper's figures beside ours. Rerun the same command to resume.")
-    which = p.add_subparsers(dest="table", required=True, metavar="WHAT")
-    for name, text in (("table2", "every dataset at the paper's label count: teacher, students, peers, speed"),
-                       ("table3", "SST-2 with few and many labels, with and without distillation"),
-                       ("curves", "F1 against labels and against latency, as PNG (needs matplotlib)"),
-                       ("teachers", "teachers alone at the paper's label counts: score, training time, speed; "
-                                    "several teachers and recipes side by side")):
-        q = which.add_parser(name, help=text, description=text)
-        if name != "table3":
-            q.add_argument("--datasets", type=_csv, help="comma list of paper datasets (default: %(default)s)",
-                           default=",".join(("sst2", "agnews") if name == "curves" else DATASETS))
-        if name in ("table2", "curves"):
-            q.add_argument("--peers", type=_csv, default="fasttext,model2vec,setfit",
-                           help="comma list of fasttext, model2vec, setfit, tfidf-lr, or '' (default: %(default)s)")
-        if name in ("table3", "curves"):
-            q.add_argument("--sizes", type=_ints, help="labels per run (default: %(default)s)", default=",".join(
-                map(str, PAPER["table3_sizes"] if name == "table3" else (50, 100, 200, 500, 1000))))
-        q.add_argument("--seeds", type=_seeds, default="0,1,2", help="comma list; DATASET=A+B entries choose per "
-                       "dataset, e.g. 0,1,2,imdb=0 (default: %(default)s)")
-        if name == "teachers":
-            q.add_argument("--teacher", default="minilm", help="comma list of teachers to compare: minilm, "
-                           "mpnet-base, a folder or a hub id (default: %(default)s)")
-            q.add_argument("--recipes", type=_csv, default="strong", help="comma list of recipes to compare: strong, "
-                           "strong-early-stop, ensemble, self-train, contrastive, paper (default: %(default)s)")
-            q.add_argument("--max-length", type=number("int", minimum=2),
-                           help="teacher tokens per text, longer texts cut (default: the "
-                           "recipe's, 128); runs go to their own folders and table rows")
-        else:
-            q.add_argument("--teacher", default="minilm", help="minilm or mpnet-base; DATASET=NAME entries choose "
-                           "per dataset, e.g. mpnet-base,imdb=minilm (default: %(default)s)")
-            q.add_argument("--transfer-scale", type=number(above=0, maximum=1),
-                           help="use this fraction of the paper's S-train (e.g. "
-                           "0.05) where all of it does not fit the time; the table says so")
-            q.add_argument("--transfer-max", type=SIZE, help="at most this many transfer texts a dataset (after "
-                           "--transfer-scale); the table says so")
-            q.add_argument("--teacher-epochs", type=POSITIVE,
-                           help="override the recipe's epochs (its minimum step count "
-                           "still holds), e.g. 3 for the paper's 6920-label SST-2 teacher")
-            q.add_argument("--augment", default="glove", choices=["glove", "tang"], help="how SST-2/CoLA pools grow")
-            q.add_argument("--students", type=_csv, default="cbow,bilstm", help="comma list of cbow, bilstm, cnn")
-            q.add_argument("--speed-teacher", help="a 109.5M encoder to time beside the students when the teacher "
-                           "is smaller: mpnet-base (after `tinydistill fetch-teacher mpnet-base`)")
-        q.add_argument("--test-size", type=SIZE, help="score on one stratified sample of this many texts of each test "
-                       "split (IMDB's has 25,000); the table says so")
-        q.add_argument("--data-dir", help="folder laid out like shared/data (default: $TINYDISTILL_DATA)")
-        q.add_argument("--out", default="runs/reproduce", help="runs, pools and tables (default: %(default)s)")
-        q.add_argument("--config", help=CONFIG_HELP)
-        device_options(q, labelling=name != "teachers")
-        q.set_defaults(func=_command)
