@@ -258,7 +258,7 @@ def cmd_train_teacher(a: argparse.Namespace) -> None:
                                label_column=a.label_column, labeled=a.labeled, seed=a.seed), transfer=False)
     teacher = train_teacher(a.teacher, task.labeled.texts, task.labeled.labels or [], task.labeled.label_names,
                             recipe, progress=not a.quiet, pool=task.transfer, device=device)
-    teacher.save(a.out, overwrite=a.overwrite)
+    teacher.save_pretrained(a.out, overwrite=a.overwrite)
     from tinydistill.cards import stamp, update_provenance
     from tinydistill.data import PAPER_DATASETS
 
@@ -293,14 +293,15 @@ def cmd_label(a: argparse.Namespace) -> None:
         texts = read_transfer(a.data, a.text_column)
     if not texts:
         raise TinyDistillError(f"{a.data}: no texts to label")
-    teacher = Teacher.load(a.teacher_dir).to(device)
+    teacher = Teacher.from_pretrained(a.teacher_dir).to(device)
     cache = LogitCache(cache_root() / "logits.sqlite")
     teacher, labelling = label_precision(teacher, a.label_precision, texts, labels, cache)
     logits = teacher.logits(texts, cache=cache, progress=not a.quiet)
     write_atomic(out, (json.dumps({"text": text, "logits": [round(float(v), 6) for v in row]}) + "\n"
                        for text, row in zip(texts, logits)))
-    write_atomic(companion, json.dumps(teacher.label_names))
-    print(json.dumps({"texts": len(texts), "out": str(out), "labels": teacher.label_names, "labelling": labelling}))
+    names = teacher.classes_.tolist()
+    write_atomic(companion, json.dumps(names))
+    print(json.dumps({"texts": len(texts), "out": str(out), "labels": names, "labelling": labelling}))
 
 
 def label_precision(teacher, precision: str, texts: list[str], labels: list[int], cache) -> tuple:
@@ -378,10 +379,10 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
                                label_column=a.label_column, labeled=a.labeled, test_size=a.test_size, seed=a.seed),
                      transfer=False)
     folder = Path(a.model)
-    model = Teacher.load(folder) if (folder / "teacher.json").exists() else Student.from_pretrained(folder)
-    names = list(model.label_names if isinstance(model, Teacher) else model.classes_)
+    model = Teacher.from_pretrained(folder) if (folder / "teacher.json").exists() else Student.from_pretrained(folder)
+    names = [str(c) for c in model.classes_.tolist()]
     test = align_labels(task.test, names)
-    pred = model.predict(test.texts)
+    pred = model.logits(test.texts).argmax(1)  # class indices, as the gold labels are
     print(json.dumps({"model": str(folder), "test": test.source, **scores(test.labels or [], pred, len(names))}))
 
 
