@@ -415,7 +415,8 @@ def _run(c: RunConfig, task: Task, run_dir: Path, progress: bool) -> dict:
                      "ece_before": ece(gold, softmax(test_logits)),
                      "ece": ece(gold, softmax(test_logits, student.temperature_)) if distilled else None,
                      "temperature": student.temperature_,
-                     "agree_transfer": agreement(student.logits(seen_texts).argmax(1), seen_teacher) if distilled else None,
+                     "agree_transfer": agreement(student.logits(seen_texts).argmax(1), seen_teacher)
+                     if distilled else None,
                      "agree_test": agreement(test_logits.argmax(1), teacher_pred),
                      "unknown_rate": unknown_rate(student, task.test.texts)})
 

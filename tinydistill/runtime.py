@@ -476,7 +476,7 @@ class Model:
         scores, rates = self._run(texts, batch_size)
         if not np.isfinite(scores).all():  # a damaged model: JSON has no NaN, and a null is no answer
             raise TinyDistillError("the model gave NaN or infinite scores; its weights are damaged")
-        out, names = [], [str(c) for c in self.classes_.tolist()]
+        out, names = [], self.classes_.astype(str).tolist()
         for row, rate in zip(softmax(scores, self.temperature).tolist(), rates.tolist(), strict=True):
             best = max(range(len(row)), key=row.__getitem__)
             reasons = []
@@ -498,7 +498,7 @@ class Model:
         export = dict(self.meta.get("export", {"format": "student"}))
         if "source" in export:  # older exports recorded the absolute path they came from: show its name only
             export["source"] = Path(str(export["source"])).name
-        return {"model_type": self.model_type, "labels": [str(c) for c in self.classes_.tolist()], "config": self.config,
+        return {"model_type": self.model_type, "labels": self.classes_.astype(str).tolist(), "config": self.config,
                 "temperature": self.temperature,
                 "tokenizer": self.vocab.config_dict(), "vocab_size": len(self.vocab), "export": export,
                 "provenance": self.meta.get("provenance", {})}

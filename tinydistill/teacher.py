@@ -73,7 +73,7 @@ class Teacher:
     in the order of the logits' columns), `predict` (values of `classes_`), `predict_proba`, and
     `save_pretrained`/`from_pretrained`. Texts come as a list (one string is a TypeError: pass `[text]`)."""
 
-    def __init__(self, model: Classifier | Committee, tokenizer, classes: Sequence, max_length: int = 128,
+    def __init__(self, model: Classifier | Committee, tokenizer, classes: Sequence | np.ndarray, max_length: int = 128,
                  info: dict | None = None):
         self.model: Any = model  # a Classifier, or a Committee of them
         self.tokenizer = tokenizer
@@ -252,7 +252,8 @@ class Teacher:
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike) -> Teacher:
-        """Read a folder written by `save_pretrained`; a missing, corrupt (sha256) or non-finite part is a one-line error."""
+        """Read a folder written by `save_pretrained`; a missing, corrupt (sha256) or non-finite part is a one-line
+        error."""
         from safetensors import SafetensorError
         from safetensors.torch import load_file
         from transformers import AutoModel, AutoTokenizer
