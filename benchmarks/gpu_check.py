@@ -84,7 +84,7 @@ def check_logits(device: torch.device, folder: Path, n: int) -> None:
     print(f"1. logits: CPU fp32 against {device}", flush=True)
     texts = synthetic_texts(n, 20, seed=1) + ["", "good " * 300]  # an empty text and one cut at max_length
     cpu = tiny_teacher(folder)
-    reference = cpu.logits(texts, 64, progress=False)
+    reference = cpu._compute(texts, 64, progress=False)
     on_device = copy.deepcopy(cpu).to(device)
     # the same model in fp32 on the device, batched by the token budget: the path without the half precision
     saved = on_device.precision
@@ -95,7 +95,7 @@ def check_logits(device: torch.device, folder: Path, n: int) -> None:
     diff32, scale = float(np.abs(fp32 - reference).max()), float(np.abs(reference).max())
     tolerance32 = 1e-5 * scale + 1e-4  # fp32 kernels differ in summation order only
     check(diff32 <= tolerance32, f"fp32 on {device} matches the CPU: max |diff| {diff32:.2e} (<= {tolerance32:.1e})")
-    half = on_device.logits(texts, 64, progress=False)  # the labelling path: autocast, token-budget batches
+    half = on_device._compute(texts, 64, progress=False)  # the labelling path: autocast, token-budget batches
     diff = float(np.abs(half - reference).max())
     agree = float((half.argmax(1) == reference.argmax(1)).mean())
     tolerance = 0.03 * scale + 0.02  # bf16 keeps 8 bits of mantissa: ~0.4% per op, a few ops deep
@@ -170,11 +170,11 @@ def time_labelling(device: torch.device, folder: Path, sizes: dict[str, int], ba
           f"{config.hidden_size}-hidden encoder ({params:.1f}M parameters), token budget 64 x 128", flush=True)
     for name, (n, words) in {"SST-2-like": (sizes["sst2"], 20), "AG-News-like": (sizes["agnews"], 40)}.items():
         texts = synthetic_texts(n, words, seed=4)
-        teacher.logits(texts[: min(512, n)], 64, progress=False)  # warm-up: kernels, allocator
+        teacher._compute(texts[: min(512, n)], 64, progress=False)  # warm-up: kernels, allocator
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         started = time.perf_counter()
-        out = teacher.logits(texts, 64, progress=False)
+        out = teacher._compute(texts, 64, progress=False)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - started
