@@ -25,6 +25,7 @@ import numpy as np
 from tinydistill import words
 from tinydistill.errors import TinyDistillError
 from tinydistill.folders import STUDENT_FORMAT, check_hashes
+from tinydistill.labels import check_texts
 from tinydistill.words import Vocabulary
 
 FORMAT = STUDENT_FORMAT
@@ -108,13 +109,6 @@ def log_softmax(scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     scores = scores / temperature
     scores = scores - scores.max(1, keepdims=True)
     return scores - np.log(np.exp(scores).sum(1, keepdims=True))
-
-
-def check_texts(texts: Sequence[str]) -> None:
-    """Every model's `predict`/`predict_proba`/`logits` take a list of texts; one string is refused, since it
-    would be read as a list of one-character texts."""
-    if isinstance(texts, str):
-        raise TypeError("expected a list of texts, not one string: pass [text] to classify a single text")
 
 
 def check_abstain(min_confidence: float | None, max_unknown: float | None) -> None:
@@ -552,5 +546,5 @@ def load(folder: str | os.PathLike) -> Model:
     return Model(meta["model_type"], config, labels, vocab, forward, meta)
 
 
-__all__ = ["FORMAT", "MODEL_TYPES", "Encoder", "Model", "check_abstain", "check_texts", "load", "load_weights",
-           "log_softmax", "read_config", "softmax"]
+__all__ = ["FORMAT", "MODEL_TYPES", "Encoder", "Model", "check_abstain", "load", "load_weights", "log_softmax",
+           "read_config", "softmax"]

@@ -21,7 +21,8 @@ from torch import nn
 
 from tinydistill.errors import TinyDistillError
 from tinydistill.folders import check_hashes, check_out, hashes, replace_folder, staging
-from tinydistill.runtime import FORMAT, check_texts, read_config, softmax, why_unreadable  # torch-free
+from tinydistill.labels import check_texts, encode_labels, logit_classes
+from tinydistill.runtime import FORMAT, read_config, softmax, why_unreadable  # torch-free: reads folders too
 from tinydistill.words import TokenizerConfig, Vocabulary
 
 log = logging.getLogger(__name__)
@@ -124,19 +125,18 @@ ARCHITECTURES: dict[str, tuple[type, type]] = {
     "bilstm": (BiLSTMConfig, BiLSTM),
     "cnn": (CNNConfig, CNN),
 }
+PARAMS = ("model_type", "config", "train", "vectors")  # Student's constructor arguments (get_params)
 
 
 class Student:
-    """A tiny text classifier with scikit-learn verbs.
+    """A tiny text classifier with scikit-learn verbs and the model vocabulary of DEVELOPERS.md.
 
     >>> student = Student("cbow").fit(texts, teacher_logits, ["neg", "pos"])   # distil
     >>> student = Student("cbow").fit(texts, ["pos", "neg", ...])               # or train on labels (NoDs)
     >>> student.predict(["a fine film"])                                         # -> array(['pos'])
 
-    The constructor only stores its arguments (`get_params`/`set_params`, so `sklearn.base.clone` works); what
-    `fit` learns ends with `_`. `predict` returns values of `classes_`, `predict_proba` has its columns in
-    `classes_` order; both take a list of texts (one string is a TypeError: pass `[text]`).
-    """
+    The constructor only stores its arguments (`get_params`/`set_params`: `sklearn.base.clone` works); what `fit`
+    learns ends with `_`. `predict`/`predict_proba` take a list of texts (one string is a TypeError)."""
 
     def __init__(self, model_type: str = "cbow", config=None, train=None, vectors=None):
         self.model_type = model_type  # "cbow", "bilstm" or "cnn" (checked by `fit`)
@@ -177,10 +177,7 @@ class Student:
             raise TinyDistillError(f"{len(texts)} texts but {len(y)} targets")
         if len(texts) == 0:
             raise TinyDistillError("no texts to train on")
-        if y.ndim == 2:
-            classes_ = _logit_classes(y.shape[1], classes)
-        else:
-            classes_, y = encode_labels(y, classes)
+        classes_, y = (logit_classes(y.shape[1], classes), y) if y.ndim == 2 else encode_labels(y, classes)
         self._build(classes_, vocab_texts if vocab_texts is not None else texts)
         desc = f"{self.model_type} {'distil' if y.ndim == 2 else 'NoDs'}"
         self.history_ = fit_module(self.module_, self.vocab_.encode_batch(texts), y, self.train or TrainConfig(),
@@ -198,7 +195,7 @@ class Student:
 
         if len(source) == 0:
             raise TinyDistillError("no texts to train on")
-        classes_ = _logit_classes(source.read(0, 1)[1].shape[1], classes)
+        classes_ = logit_classes(source.read(0, 1)[1].shape[1], classes)
         size = distill.BLOCK_ROWS
         texts = (text for start in range(0, len(source), size)
                  for text in source.read(start, min(start + size, len(source)))[0])
@@ -246,8 +243,7 @@ class Student:
         return out
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        """Class probabilities, columns in `classes_` order: softmax of the logits divided by `temperature_`
-        (1 until `calibrate`)."""
+        """Probabilities, columns in `classes_` order: softmax(logits / `temperature_`, 1 until `calibrate`)."""
         return softmax(self.logits(texts), getattr(self, "temperature_", 1.0))
 
     def calibrate(self, texts: Sequence[str], target) -> Student:
@@ -259,8 +255,7 @@ class Student:
         return self
 
     def predict(self, texts: Sequence[str]) -> np.ndarray:
-        """The most probable label of each text, an array of values of `classes_` (`logits(texts).argmax(1)`
-        gives the class indices)."""
+        """The most probable label of each text, values of `classes_` (class indices: `logits(texts).argmax(1)`)."""
         return self.classes_[self.logits(texts).argmax(1)]
 
     def n_parameters(self) -> dict[str, int]:
@@ -374,35 +369,6 @@ class Student:
             raise TinyDistillError(f"{weights}: not a valid safetensors file for this model ({first})") from None
         student.module_.eval()
         return student
-
-
-PARAMS = ("model_type", "config", "train", "vectors")  # Student's constructor arguments (get_params)
-
-
-def encode_labels(y: np.ndarray, classes: Sequence | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """`classes_` and each label's index in it: `classes` in its order when given, else the sorted distinct labels.
-
-    Labels are strings or numbers (what config.json's `labels` can hold); a label outside `classes` is an error."""
-    y = np.asarray(y.tolist()) if y.dtype.kind == "O" else y  # a pandas column of strings, say
-    classes_ = np.unique(y) if classes is None else np.asarray(list(classes))
-    if classes_.dtype.kind not in "USiufb" or y.dtype.kind not in "USiufb":
-        raise TinyDistillError("labels must be all strings or all numbers")
-    found = np.unique(y)
-    if len(classes_) < 2:
-        raise TinyDistillError(f"labels {found.tolist()}: a classifier needs at least two classes")
-    index = {c: i for i, c in enumerate(classes_.tolist())}
-    unknown = [c for c in found.tolist() if c not in index]
-    if unknown:
-        raise TinyDistillError(f"label {unknown[0]!r} is not one of the classes {classes_.tolist()}")
-    return classes_, np.array([index[c] for c in y.tolist()], dtype=np.int64)
-
-
-def _logit_classes(n_classes: int, classes: Sequence | None) -> np.ndarray:
-    """The labels of `n_classes` logit columns: `classes`, else "0", "1", ..."""
-    names = np.asarray(list(classes) if classes is not None else [str(i) for i in range(n_classes)])
-    if len(names) != n_classes:
-        raise TinyDistillError(f"{len(names)} classes for {n_classes} logit columns")
-    return names
 
 
 def init_embeddings(embedding: nn.Embedding, vocab: Vocabulary, words: Sequence[str], matrix: np.ndarray,

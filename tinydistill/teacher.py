@@ -25,7 +25,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from tinydistill.errors import TinyDistillError
-from tinydistill.runtime import check_texts, softmax  # numpy only
+from tinydistill.labels import check_texts
+from tinydistill.runtime import softmax  # numpy only
 
 log = logging.getLogger(__name__)
 
