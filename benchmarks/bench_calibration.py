@@ -42,7 +42,7 @@ def options(run: Path, results: dict) -> dict[str, dict[str, float]]:
     """Per student: the test ECE with the temperature fitted on each candidate held-out set."""
     c = RunConfig(**results["config"])
     task = load_task(c)
-    teacher = Teacher.load(run / "teacher")
+    teacher = Teacher.from_pretrained(run / "teacher")
     cache = LogitCache(logit_cache_path())
     transfer_logits = teacher.logits(task.transfer, cache=cache, progress=False)
     cal_texts = calibration_split(task, transfer_logits, c.seed)[0]

@@ -34,7 +34,7 @@ from tinydistill.teacher import LogitCache, Teacher
 def main(run: Path, split: str) -> None:
     c = RunConfig(**json.loads((run / "results.json").read_text())["config"])
     task = load_task(c)
-    teacher, cache = Teacher.load(run / "teacher"), LogitCache(logit_cache_path())
+    teacher, cache = Teacher.from_pretrained(run / "teacher"), LogitCache(logit_cache_path())
     gold = np.asarray(task.test.labels)
     dev = data_mod.load_paper_dataset(c.data, split, c.data_dir)
     dev_gold = np.asarray(dev.labels)

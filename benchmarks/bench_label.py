@@ -82,7 +82,7 @@ def rate(teacher: Teacher, texts: list[str]) -> tuple[float, float]:
 
 
 def bench(dataset: str, folder: Path, a: argparse.Namespace, cache: LogitCache | None) -> dict:
-    fp32 = Teacher.load(folder)
+    fp32 = Teacher.from_pretrained(folder)
     large = fp32.n_parameters() > LARGE
     n_texts = a.texts_large if large else a.texts
     test_cap = a.test_size_large if large else a.test_size

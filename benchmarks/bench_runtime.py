@@ -49,7 +49,7 @@ def get_students(names: list[str], run: str | None, train, folder: Path) -> dict
             continue
         started = time.perf_counter()
         student = Student(name, train=TrainConfig(epochs=1, min_steps=40, max_steps=40)).fit(
-            train.texts, np.asarray(train.labels), train.label_names, progress=False)
+            train.texts, np.asarray(train.label_names)[train.labels], train.label_names, progress=False)
         out[name] = student.save_pretrained(folder / name)
         print(f"trained {name} for 40 steps in {time.perf_counter() - started:.1f}s")
     return out

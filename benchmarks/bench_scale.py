@@ -46,7 +46,7 @@ def random_head_teacher(base: str, folder: Path, labels=("negative", "positive")
         path = resolve_teacher(base)
         torch.manual_seed(0)
         model = Classifier(AutoModel.from_pretrained(path), len(labels), "mean").eval()
-        Teacher(model, AutoTokenizer.from_pretrained(path), list(labels), max_length).save(folder)
+        Teacher(model, AutoTokenizer.from_pretrained(path), list(labels), max_length).save_pretrained(folder)
     return str(folder)
 
 
@@ -64,7 +64,7 @@ def tiny_teacher(words: list[str], folder: Path) -> str:
         config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                             intermediate_size=37, max_position_embeddings=64)
         model = Classifier(BertModel(config), 2, "cls").eval()
-        Teacher(model, tokenizer, ["negative", "positive"], 32).save(folder)
+        Teacher(model, tokenizer, ["negative", "positive"], 32).save_pretrained(folder)
     return str(folder)
 
 
@@ -98,7 +98,7 @@ def padding_check(teacher_dir: str, texts: list[str]) -> str:
     from tinydistill.teacher import Teacher
 
     torch.set_num_threads(1)
-    teacher, texts = Teacher.load(teacher_dir), texts[:256]
+    teacher, texts = Teacher.from_pretrained(teacher_dir), texts[:256]
     whole = teacher.logits(texts, batch_size=64, progress=False)
     again = teacher.logits(texts, batch_size=64, progress=False)
     halves = np.concatenate([teacher.logits(texts[:128], batch_size=64, progress=False),

@@ -51,8 +51,9 @@ def quick_student(data_dir: str | None, folder: Path) -> Path:
     from tinydistill.students import Student
 
     train = sst2(data_dir, "train")
+    labels = np.asarray(train.label_names)[train.labels]
     return Student("cbow", train=TrainConfig(epochs=1, min_steps=40, max_steps=40)).fit(
-        train.texts, np.asarray(train.labels), train.label_names, progress=False).save_pretrained(folder)
+        train.texts, labels, train.label_names, progress=False).save_pretrained(folder)
 
 
 async def load(url: str, texts: list[str], clients: int, duration: float, max_requests: int,

@@ -45,7 +45,7 @@ def model_dir(run_folder):
 
 def expected(model_dir, texts):
     model = runtime.load(model_dir)
-    return model.predict(texts), model.predict_proba(texts)
+    return model.predict(texts).tolist(), model.predict_proba(texts)
 
 
 # ------------------------------------------------------------------------------------------------- export
@@ -54,7 +54,7 @@ def expected(model_dir, texts):
 def test_export_run_folder(run_folder, tmp_path):
     written = export(run_folder, tmp_path / "all", "int8")
     assert sorted(p.name for p in written) == ["bilstm", "cbow"]
-    assert all(runtime.load(p).labels == LABELS for p in written)
+    assert all(runtime.load(p).classes_.tolist() == LABELS for p in written)
     card = (written[0] / "README.md").read_text()  # the source's card and provenance travel with the export
     assert "this is a `int8` export" in card and "provenance" in json.loads((written[0] / "config.json").read_text())
     only = export(run_folder, tmp_path / "one", "numpy", student="bilstm")

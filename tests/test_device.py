@@ -150,7 +150,7 @@ def test_pipeline_records_devices_and_labels_in_int8_where_the_guard_allows(tmp_
     labelling = hw["labelling"]
     assert labelling["device"] == "cpu" and labelling["checked_on"] == "labelled texts" and labelling["texts"] == 40
     assert labelling["precision"] in ("int8", "fp32")
-    teacher = pipeline.Teacher.load(c.run_dir() / "teacher")
+    teacher = pipeline.Teacher.from_pretrained(c.run_dir() / "teacher")
     assert json.loads((c.run_dir() / "teacher" / "teacher.json").read_text())["training"]["device"] == "cpu"
     cache = LogitCache(tmp_path / "cache" / "logits.sqlite")
     key = teacher.logit_key + ("-int8-per-channel" if labelling["precision"] == "int8" else "")
@@ -171,7 +171,7 @@ def test_cli_label_int8_needs_labels_to_check_against(tmp_path, monkeypatch, tin
     from test_pipeline import write_csv
 
     monkeypatch.setenv("TINYDISTILL_CACHE", str(tmp_path / "cache"))
-    teacher.save(tmp_path / "t")
+    teacher.save_pretrained(tmp_path / "t")
     data = write_csv(tmp_path / "texts.csv", 30, 0)
     assert main(["-q", "label", str(tmp_path / "t"), "--data", data, "--out", str(tmp_path / "x.jsonl"),
                  "--device", "cpu", "--label-precision", "int8"]) == 0

@@ -68,7 +68,7 @@ def place(tmp_path_factory, tiny_bert):
     from tinydistill.finetune import get_recipe, train_teacher
 
     recipe = get_recipe("paper", epochs=1, batch_size=8, max_length=16, lr=1e-3)
-    train_teacher(tiny_bert, texts, labels, LABELS, recipe, progress=False).save(root / "teacher")
+    train_teacher(tiny_bert, texts, labels, LABELS, recipe, progress=False).save_pretrained(root / "teacher")
     damaged(root)
     return root
 
@@ -275,7 +275,7 @@ def test_overwrite_replaces_only_when_asked(place, tmp_path, capsys):
     assert main(["-q", "export", str(student), "--out", str(out)]) == 2
     assert (out / "keep.txt").exists()
     assert main(["-q", "export", str(student), "--out", str(out), "--overwrite"]) == 0
-    assert runtime.load(out).labels == LABELS and not (out / "keep.txt").exists()
+    assert runtime.load(out).classes_.tolist() == LABELS and not (out / "keep.txt").exists()
     assert main(["-q", "export", str(student), "--out", str(out)]) == 0  # a student folder: replaced freely
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folders left behind
     capsys.readouterr()
@@ -296,7 +296,7 @@ def test_folder_kinds_and_hashes(place):
 def test_a_folder_saved_before_hashes_still_loads(place, tmp_path):
     legacy = Path(shutil.copytree(place / "run" / "students" / "cbow", tmp_path / "legacy"))
     edit_config(legacy, sha256=None)
-    assert runtime.load(legacy).labels == LABELS
+    assert runtime.load(legacy).classes_.tolist() == LABELS
     assert Student.from_pretrained(legacy).classes_.tolist() == LABELS
     from tinydistill.teacher import Teacher
 
@@ -304,7 +304,7 @@ def test_a_folder_saved_before_hashes_still_loads(place, tmp_path):
     meta = json.loads((old / "teacher.json").read_text())
     del meta["sha256"]
     (old / "teacher.json").write_text(json.dumps(meta))
-    assert Teacher.load(old).label_names == LABELS
+    assert Teacher.from_pretrained(old).classes_.tolist() == LABELS
 
 
 def test_runs_on_one_folder_take_turns(tmp_path):
@@ -341,7 +341,7 @@ def test_a_corrupt_teacher_in_the_run_folder_is_replaced_by_its_cached_copy(plac
     monkeypatch.setattr(pipeline, "train_teacher", lambda *a, **k: pytest.fail("retrained"))
     again = pipeline.get_teacher(c, task, tmp_path / "teacher", progress=False)
     assert again.fingerprint == first.fingerprint and "ignoring the copy" in caplog.text
-    assert Teacher.load(tmp_path / "teacher").fingerprint == first.fingerprint  # repaired from the cache
+    assert Teacher.from_pretrained(tmp_path / "teacher").fingerprint == first.fingerprint  # repaired from the cache
 
 
 def test_concurrent_saves_of_one_folder_all_succeed(place, tmp_path):
@@ -362,7 +362,7 @@ def test_concurrent_saves_of_one_folder_all_succeed(place, tmp_path):
     for thread in threads:
         thread.join()
     assert errors == []
-    assert runtime.load(tmp_path / "shared").labels == LABELS
+    assert runtime.load(tmp_path / "shared").classes_.tolist() == LABELS
     assert [p.name for p in tmp_path.iterdir()] == ["shared"]  # no staging or old folders left
 
 
@@ -372,7 +372,7 @@ def test_concurrent_saves_of_one_folder_all_succeed(place, tmp_path):
 def test_damaged_cache_rows_are_recomputed(place, tmp_path, caplog):
     from tinydistill.teacher import LogitCache, Teacher
 
-    teacher = Teacher.load(place / "teacher")
+    teacher = Teacher.from_pretrained(place / "teacher")
     texts = toy_texts(12, 3)[0]
     cache = LogitCache(tmp_path / "logits.sqlite")
     clean = teacher.logits(texts, cache=cache, progress=False)
@@ -403,7 +403,7 @@ def test_old_cache_rows_are_read_as_they_are(tmp_path):
 def test_a_corrupt_cache_file_is_set_aside(place, tmp_path, caplog, damage):
     from tinydistill.teacher import LogitCache, Teacher
 
-    teacher = Teacher.load(place / "teacher")
+    teacher = Teacher.from_pretrained(place / "teacher")
     texts = [f"{t} {i}" for i, t in enumerate(toy_texts(60, 4)[0] * 40)]  # enough rows for several pages
     path = tmp_path / "logits.sqlite"
     clean = teacher.logits(texts[:5], cache=LogitCache(path), progress=False)
@@ -494,7 +494,7 @@ def test_predict_cuts_long_texts_before_tokenising(place, monkeypatch):
     monkeypatch.setattr(model, "encoder", Spy())
     long = "good " * 200_000
     out = io.StringIO()
-    writer = PredictionWriter(out, "jsonl", model.labels)
+    writer = PredictionWriter(out, "jsonl", model.classes_.tolist())
     assert predict_stream(model, iter([(long, {}), ("bad", {})]), writer, max_chars=1000) == 2
     assert seen == [1000, 3]
     assert json.loads(out.getvalue().splitlines()[0])["label"] == model.predict([long[:1000]])[0]

@@ -60,13 +60,13 @@ def test_runtime_matches_torch(kind, students, tmp_path):
     student, folder = students[kind]
     model = runtime.load(folder)
     texts = probe_texts()
-    assert model.labels == LABELS and model.model_type == kind and model.temperature == TEMPERATURE
+    assert model.classes_.tolist() == LABELS and model.model_type == kind and model.temperature == TEMPERATURE
     proba = model.predict_proba(texts)
     assert proba.shape == (len(texts), 3) and proba.dtype == np.float32
     np.testing.assert_allclose(proba, student.predict_proba(texts), atol=1e-5)
     np.testing.assert_allclose(proba, runtime.softmax(student.logits(texts) / TEMPERATURE), atol=1e-5)
     assert Student.from_pretrained(folder).temperature_ == TEMPERATURE
-    assert model.predict(texts) == [LABELS[i] for i in student.predict_proba(texts).argmax(1)]
+    assert model.predict(texts).tolist() == [LABELS[i] for i in student.predict_proba(texts).argmax(1)]
     # a text's result does not depend on its batch, nor on how batches are cut
     one_by_one = np.concatenate([model.predict_proba([t]) for t in texts])
     np.testing.assert_allclose(proba, one_by_one, atol=1e-6)
@@ -120,7 +120,7 @@ def test_onnx_export_matches_torch(kind, students, tmp_path):
 def test_export_of_a_student_object_and_bad_format(students, tmp_path):
     student, _ = students["cbow"]
     out = export(student, tmp_path / "direct", "numpy")[0]
-    assert runtime.load(out).labels == LABELS
+    assert runtime.load(out).classes_.tolist() == LABELS
     with pytest.raises(TinyDistillError, match="unknown export format"):
         export(student, tmp_path / "x", "tflite")
 
@@ -300,7 +300,7 @@ def test_unknown_rate_and_abstention(students):
     texts = [f"{known} {known}", f"{known} zzzqqq", "zzzqqq", "", f"{known} " + "zzzqqq " * 3]
     np.testing.assert_allclose(model.unknown_rate(texts), [0.0, 0.5, 1.0, 1.0, 0.75])
     plain = model.predictions(texts)
-    assert [p["label"] for p in plain] == model.predict(texts) and all(p["reason"] is None for p in plain)
+    assert [p["label"] for p in plain] == model.predict(texts).tolist() and all(p["reason"] is None for p in plain)
     assert [p["unknown_rate"] for p in plain] == pytest.approx([0.0, 0.5, 1.0, 1.0, 0.75])
     np.testing.assert_allclose([list(p["probabilities"].values()) for p in plain], model.predict_proba(texts),
                                atol=1e-6)

@@ -23,7 +23,7 @@ def teacher_dir(tiny_bert, tmp_path_factory) -> str:
     torch.manual_seed(0)
     model = Classifier(AutoModel.from_pretrained(tiny_bert), 2, "cls").eval()
     folder = tmp_path_factory.mktemp("teacher") / "t"
-    Teacher(model, AutoTokenizer.from_pretrained(tiny_bert), ["neg", "pos"], max_length=32).save(folder)
+    Teacher(model, AutoTokenizer.from_pretrained(tiny_bert), ["neg", "pos"], max_length=32).save_pretrained(folder)
     return str(folder)
 
 
@@ -67,7 +67,7 @@ def test_local_shards_equal_the_teacher_and_distil_matches_one_file(teacher_dir,
     texts, logits = _read_all(out)
     lines = [line for line in open(texts_file).read().split("\n") if line.strip()]
     assert texts == lines
-    teacher = Teacher.load(teacher_dir)
+    teacher = Teacher.from_pretrained(teacher_dir)
     expected = np.concatenate([teacher.logits(lines[s: s + 32], batch_size=8, progress=False)
                                for s in range(0, 110, 32)])
     assert logits.dtype == np.float32 and np.array_equal(logits, expected)

@@ -134,7 +134,7 @@ def model_card(meta: dict, kind: str = "student") -> str:
         title = f"Teacher fine-tuned from {p.get('teacher', 'an encoder')}"
         intro = ("A tinydistill teacher: a transformer encoder fine-tuned with a classification head on a few "
                  "labels, whose logits tinydistill distils into tiny students. It needs torch and transformers "
-                 "(`tinydistill.Teacher.load(folder)`).")
+                 "(`tinydistill.Teacher.from_pretrained(folder)`).")
     if p.get("teacher") and kind == "student":
         teacher = f"`{p['teacher']}`" + (f" ({p['teacher_params']:,} parameters)" if p.get("teacher_params") else "")
         rows.append(("teacher", teacher + (f", recipe `{p['recipe']}`" if p.get("recipe") else "")))

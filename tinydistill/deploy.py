@@ -230,7 +230,8 @@ def predict_file(model_dir: str | os.PathLike, input: str = "-", output: str = "
                     lines = chain([first] if first else [], handle)  # empty input: no texts, not one empty text
                 records = read_records(lines, fmt_in, text_column, source)
             update = None if bar is None or handle is None else (lambda: bar.update(handle.buffer.tell() - bar.n))
-            return predict_stream(model, records, PredictionWriter(out, fmt_out, model.labels), batch_size,
+            writer = PredictionWriter(out, fmt_out, model.classes_.astype(str).tolist())
+            return predict_stream(model, records, writer, batch_size,
                                   on_batch=update, max_chars=max_chars,
                                   min_confidence=min_confidence, max_unknown=max_unknown)
     except UnicodeDecodeError as exc:

@@ -9,6 +9,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
+from tinydistill.runtime import log_softmax
+
 
 def scores(gold: ArrayLike, predicted: ArrayLike, n_classes: int) -> dict[str, float]:
     """Accuracy, macro-F1, MCC, and the positive-class F1 (class 1) when there are two classes."""
@@ -107,9 +109,7 @@ def fit_temperature(logits: ArrayLike, target: ArrayLike) -> float:
         return 1.0
 
     def loss(log_t: float) -> float:
-        s = z / np.exp(log_t)
-        s = s - s.max(1, keepdims=True)
-        return float(-(q * (s - np.log(np.exp(s).sum(1, keepdims=True)))).sum(1).mean())
+        return float(-(q * log_softmax(z, np.exp(log_t))).sum(1).mean())
 
     found = minimize_scalar(loss, bounds=(np.log(0.01), np.log(100.0)), method="bounded",
                             options={"xatol": 1e-4})

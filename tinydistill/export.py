@@ -207,22 +207,43 @@ def probe_texts(model: runtime.Model, n: int = 64, seed: int = 0) -> list[str]:
     return [" ".join(rng.choice(words, size) if size else []) for size in sizes]
 
 
+def onnx_forward(session):
+    """A `runtime.Model` forward pass through an onnxruntime session: (flat ids, lengths) -> logits, each text
+    padded with [PAD] to the longest of its batch."""
+    def forward(ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        padded = np.zeros((len(lengths), max(int(lengths.max(initial=0)), 1)), np.int64)
+        padded[np.arange(padded.shape[1]) < lengths[:, None]] = ids
+        return session.run(["logits"], {"ids": padded, "lengths": lengths})[0]
+
+    return forward
+
+
 def onnx_logits(session, model: runtime.Model, texts: list[str]) -> np.ndarray:
     """Logits of an onnxruntime session for raw texts: tokenised by the runtime, padded with [PAD]."""
-    ids, lengths = model.encoder(texts)
-    padded = np.zeros((len(texts), max(int(lengths.max()), 1)), np.int64)
-    padded[np.arange(padded.shape[1]) < lengths[:, None]] = ids
-    return session.run(["logits"], {"ids": padded, "lengths": lengths})[0]
+    return onnx_forward(session)(*model.encoder(texts))
+
+
+def onnx_session(path: Path):
+    """An onnxruntime session on the CPU for `path` (the `onnx` extra)."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise TinyDistillError("running the ONNX export needs onnxruntime: pip install 'tinydistill[onnx]'") \
+            from None
+    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def load_onnx(folder: str | os.PathLike) -> runtime.Model:
+    """An `onnx` export as a `runtime.Model` whose forward pass is its `model.onnx` under onnxruntime: the same
+    `classes_`, `predict`, `predict_proba` (with the export's temperature) as the numpy runtime."""
+    model = runtime.load(folder)
+    model.forward = onnx_forward(onnx_session(Path(folder) / "model.onnx"))
+    return model
 
 
 def check_onnx(path: Path, model: runtime.Model) -> float:
     """Max |logit difference| between onnxruntime on `path` and the numpy runtime; raises above tolerance."""
-    try:
-        import onnxruntime
-    except ImportError:
-        raise TinyDistillError("checking the ONNX export needs onnxruntime: pip install 'tinydistill[onnx]'") \
-            from None
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = onnx_session(path)
     texts = probe_texts(model)
     diff = float(np.abs(onnx_logits(session, model, texts) - model.logits(texts)).max())
     if not diff <= ONNX_TOLERANCE:

@@ -175,9 +175,7 @@ def _self_train(first: Teacher, base: str, texts: Sequence[str], labels: Sequenc
     rng = np.random.default_rng(recipe.seed)
     take = min(len(candidates), 5 * recipe.self_train)
     sample = [candidates[i] for i in np.sort(rng.choice(len(candidates), take, replace=False))]
-    logits = first._compute(sample, 64, progress)
-    probs = np.exp(logits - logits.max(1, keepdims=True))
-    probs /= probs.sum(1, keepdims=True)
+    probs = first.predict_proba(sample, 64, progress=progress)
     share = recipe.self_train // len(label_names)
     picked: list[tuple[str, int]] = []
     for k in range(len(label_names)):
@@ -244,7 +242,7 @@ def _train(base: str, texts: Sequence[str], labels: Sequence[int], label_names: 
 def _accuracy(teacher: Teacher, texts: Sequence[str], labels: Sequence[int]) -> float:
     if not texts:
         return -1.0
-    return float((teacher._compute(texts, 64, False).argmax(1) == np.array(labels)).mean())
+    return float((teacher.logits(texts, 64, progress=False).argmax(1) == np.array(labels)).mean())
 
 
 def _fine_tune(model: Classifier, teacher: Teacher, texts: list[str], labels: list[int], val_texts: list[str],
@@ -271,7 +269,7 @@ def _fine_tune(model: Classifier, teacher: Teacher, texts: list[str], labels: li
         perm = rng.permutation(len(texts))
         for start in range(0, len(perm), recipe.batch_size):
             rows = perm[start: start + recipe.batch_size]
-            enc = teacher._encode([texts[i] for i in rows])
+            enc = teacher.encode([texts[i] for i in rows])
             with autocast(teacher.device):
                 loss = nn.functional.cross_entropy(model(enc["input_ids"], enc["attention_mask"]), y[rows])
             _step(loss, model, optimiser, schedule, scaler)
@@ -316,7 +314,7 @@ def _contrast(model: Classifier, teacher: Teacher, texts: list[str], labels: lis
             perm, at = rng.permutation(len(texts)), 0
         rows = perm[at: at + size]
         at += len(rows)
-        enc = teacher._encode([texts[i] for i in rows])
+        enc = teacher.encode([texts[i] for i in rows])
         with autocast(teacher.device):
             embedded = model.embed(enc["input_ids"], enc["attention_mask"])
         unit = nn.functional.normalize(embedded.float(), dim=1)
@@ -336,7 +334,7 @@ def _pooled(model: Classifier, teacher: Teacher, texts: list[str]) -> torch.Tens
     model.eval()
     parts = []
     for start in range(0, len(texts), 64):
-        enc = teacher._encode(texts[start: start + 64])
+        enc = teacher.encode(texts[start: start + 64])
         with autocast(teacher.device):
             parts.append(model.embed(enc["input_ids"], enc["attention_mask"]).float())
     return torch.cat(parts)

@@ -52,12 +52,13 @@ def label_file(teacher_dir: str, data: str, out: str, *, data_dir: str | None = 
         texts = read_transfer(data, text_column)
     if not texts:
         raise TinyDistillError(f"{data}: no texts to label")
-    teacher = Teacher.load(teacher_dir).to(on)
+    teacher = Teacher.from_pretrained(teacher_dir).to(on)
     cache = LogitCache(logit_cache_path())
     teacher, labelling = label_precision(teacher, precision, texts, labels, cache)
     logits = teacher.logits(texts, cache=cache, progress=progress)
-    write_transfer_file(path, texts, logits, teacher.label_names)
-    return {"texts": len(texts), "out": str(path), "labels": teacher.label_names, "labelling": labelling}
+    names = teacher.classes_.astype(str).tolist()
+    write_transfer_file(path, texts, logits, names)
+    return {"texts": len(texts), "out": str(path), "labels": names, "labelling": labelling}
 
 
 def label_folder(teacher_dir: str, data: str, out: str, *, data_dir: str | None = None, text_column: str = "text",

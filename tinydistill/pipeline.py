@@ -149,7 +149,7 @@ def get_teacher(c: RunConfig, task: Task, folder: Path, progress: bool = True) -
                                device) for k in range(recipe.members)]
     teacher = Teacher.committee(members, recipe.to_info())
     teacher.info["key"] = key
-    teacher.save(folder)
+    teacher.save_pretrained(folder)
     return teacher.to(device)
 
 
@@ -162,7 +162,7 @@ def _saved_teacher(place: Path, key: str) -> Teacher | None:
     try:
         if not meta.exists() or json.loads(meta.read_text()).get("key") != key:
             return None
-        return Teacher.load(place)
+        return Teacher.from_pretrained(place)
     except (TinyDistillError, ValueError, AttributeError) as exc:
         log.warning("teacher: ignoring the copy in %s (%s)", place, exc)
         return None
@@ -184,7 +184,7 @@ def _cached_teacher(base: str, recipe: Recipe, task: Task, folder: Path | None, 
         if saved is not None:
             log.info("teacher: reusing %s", place)
             if folder is not None and place != folder:
-                saved.save(folder)
+                saved.save_pretrained(folder)
             return saved.to(device) if device is not None else saved
     if recipe.self_train:  # the first round is the teacher without self-training, cached as such
         first = _cached_teacher(base, replace(recipe, self_train=0), task, None, progress, device)
@@ -195,7 +195,7 @@ def _cached_teacher(base: str, recipe: Recipe, task: Task, folder: Path | None, 
                                 recipe, progress=progress, device=device)
     teacher.info["key"] = key
     for place in [p for p in (folder, shared) if p is not None]:
-        teacher.save(place)
+        teacher.save_pretrained(place)
     return teacher
 
 
@@ -353,8 +353,8 @@ def _run(c: RunConfig, task: Task, run_dir: Path, progress: bool) -> dict:
             models[f"{name}-nods"] = get_student(
                 f"{name}-nods", run_dir / "students" / f"{name}-nods", nods_key,
                 lambda: Student(name, train=train_cfg, vectors=vectors).fit(
-                    task.labeled.texts, np.asarray(task.labeled.labels), task.labeled.label_names,
-                    vocab_texts=task.transfer, progress=progress))
+                    task.labeled.texts, np.asarray(task.labeled.label_names)[task.labeled.labels or []],
+                    task.labeled.label_names, vocab_texts=task.transfer, progress=progress))
     sample = np.sort(np.random.default_rng(c.seed).permutation(len(keep))[:AGREEMENT_MAX])
     seen_texts, seen_teacher = [student_texts[i] for i in sample], student_logits[sample].argmax(1)
     for label, student in models.items():
@@ -365,7 +365,8 @@ def _run(c: RunConfig, task: Task, run_dir: Path, progress: bool) -> dict:
                      "ece_before": ece(gold, softmax(test_logits)),
                      "ece": ece(gold, softmax(test_logits, student.temperature_)) if distilled else None,
                      "temperature": student.temperature_,
-                     "agree_transfer": agreement(student.predict(seen_texts), seen_teacher) if distilled else None,
+                     "agree_transfer": agreement(student.logits(seen_texts).argmax(1), seen_teacher)
+                     if distilled else None,
                      "agree_test": agreement(test_logits.argmax(1), teacher_pred),
                      "unknown_rate": unknown_rate(student, task.test.texts)})
 
@@ -409,7 +410,7 @@ def fine_tune_teacher(c: RunConfig, out: str, device: str = "auto", overwrite: b
     task = load_task(c, transfer=False)
     teacher = train_teacher(c.teacher, task.labeled.texts, task.labeled.labels or [], task.labeled.label_names,
                             recipe, progress=progress, pool=task.transfer, device=on)
-    teacher.save(out, overwrite=overwrite)
+    teacher.save_pretrained(out, overwrite=overwrite)
     spec = data_mod.PAPER_DATASETS.get(c.data)
     update_provenance(out, {**stamp(), "method": "fine-tuned teacher", "teacher": c.teacher, "recipe": c.recipe,
                             "data": c.data, "language": "en" if spec else None,
@@ -423,10 +424,10 @@ def evaluate_folder(folder: str | os.PathLike, c: RunConfig) -> dict:
     """`tinydistill evaluate`: a saved student's or teacher's scores on the test split that `c` names."""
     task = load_task(c, transfer=False)
     folder = Path(folder)
-    model = Teacher.load(folder) if (folder / "teacher.json").exists() else Student.from_pretrained(folder)
-    names = list(model.label_names if isinstance(model, Teacher) else model.classes_)
+    model = Teacher.from_pretrained(folder) if (folder / "teacher.json").exists() else Student.from_pretrained(folder)
+    names = [str(c) for c in model.classes_.tolist()]
     test = data_mod.align_labels(task.test, names)
-    pred = model.predict(test.texts)
+    pred = model.logits(test.texts).argmax(1)  # class indices, as the gold labels are
     return {"model": str(folder), "test": test.source, **scores(test.labels or [], pred, len(names))}
 
 

@@ -2,7 +2,7 @@
 
 >>> from tinydistill import runtime
 >>> model = runtime.load("runs/sst2-200-s0/students/cbow")   # a student folder or an exported one
->>> model.predict(["a gorgeous, witty film"])                  # -> ["positive"]
+>>> model.predict(["a gorgeous, witty film"])                  # -> array(['positive'], dtype='<U8')
 >>> model.predict_proba(["a gorgeous, witty film"])            # -> array([[0.03, 0.97]], dtype=float32)
 
 The three students are re-implemented on whole batches: CBoW gathers and averages, the BiLSTM runs every
@@ -25,6 +25,7 @@ import numpy as np
 from tinydistill import words
 from tinydistill.errors import TinyDistillError
 from tinydistill.folders import STUDENT_FORMAT, check_hashes
+from tinydistill.labels import check_texts
 from tinydistill.words import Vocabulary
 
 FORMAT = STUDENT_FORMAT
@@ -55,6 +56,9 @@ def read_config(folder: Path) -> dict:
         raise TinyDistillError(f"{path}: unknown model_type {meta.get('model_type')!r}")
     if not isinstance(meta.get("config"), dict) or not isinstance(meta.get("labels"), list):
         raise TinyDistillError(f"{path}: expected a 'config' object and a 'labels' list")
+    if not all(isinstance(x, str) for x in meta["labels"]) and not all(
+            isinstance(x, int | float) for x in meta["labels"]):
+        raise TinyDistillError(f"{path}: 'labels' must be all strings or all numbers")
     _check_settings(meta["config"], path, "")
     tokenizer = meta.get("tokenizer")
     if tokenizer is not None:
@@ -92,10 +96,19 @@ def _check_settings(settings: dict, path: Path, what: str) -> None:
 
 
 def softmax(scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Class probabilities from logits divided by the student's calibration temperature (config.json)."""
+    """Class probabilities from logits divided by the student's calibration temperature (config.json).
+
+    The one softmax of the package (students, teacher, runtime, exports, calibration); numpy only."""
     scores = scores / np.float32(temperature) if temperature != 1.0 else scores
     scores = np.exp(scores - scores.max(1, keepdims=True))
     return scores / scores.sum(1, keepdims=True)
+
+
+def log_softmax(scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """log(softmax(scores / temperature)) in the scores' own precision (float64 for `evaluate.fit_temperature`)."""
+    scores = scores / temperature
+    scores = scores - scores.max(1, keepdims=True)
+    return scores - np.log(np.exp(scores).sum(1, keepdims=True))
 
 
 def check_abstain(min_confidence: float | None, max_unknown: float | None) -> None:
@@ -401,16 +414,17 @@ FORWARDS = {"cbow": _CBoW, "bilstm": _BiLSTM, "cnn": _CNN}
 
 
 class Model:
-    """A student ready to predict: vocabulary, label names and a numpy forward pass.
+    """A student ready to predict: vocabulary, labels and a numpy forward pass.
 
-    Build it with `load(folder)`. `labels` are the class names in the order of `predict_proba`'s columns.
+    Build it with `load(folder)`. `classes_` holds the labels (as saved: strings, or the integers a student was
+    fit on) in the order of `predict_proba`'s columns; `predict` returns values of it.
     """
 
-    def __init__(self, model_type: str, config: dict, labels: list[str], vocab: Vocabulary, forward,
+    def __init__(self, model_type: str, config: dict, classes: Sequence, vocab: Vocabulary, forward,
                  meta: dict | None = None):
         self.model_type = model_type
         self.config = config
-        self.labels = labels
+        self.classes_ = np.asarray(classes)
         self.vocab = vocab
         self.encoder = Encoder(vocab)
         self.forward = forward
@@ -423,9 +437,8 @@ class Model:
 
     def _run(self, texts: Sequence[str], batch_size: int, rates: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """(logits, unknown-word rate of each text, or zeros without `rates`), from one tokenisation."""
-        if isinstance(texts, str):
-            raise TypeError("texts must be a sequence of strings, not one string")
-        out = np.empty((len(texts), len(self.labels)), np.float32)
+        check_texts(texts)
+        out = np.empty((len(texts), len(self.classes_)), np.float32)
         unknown = np.zeros(len(texts), np.float64)
         for start in range(0, len(texts), batch_size):
             ids, lengths = self.encoder(texts[start:start + batch_size])
@@ -437,7 +450,7 @@ class Model:
         return out, unknown
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 1024) -> np.ndarray:
-        """Class probabilities, shape (n, len(labels)): softmax of the logits divided by the temperature."""
+        """Class probabilities, shape (n, len(classes_)): softmax of the logits divided by the temperature."""
         return softmax(self.logits(texts, batch_size), self.temperature)
 
     def unknown_rate(self, texts: Sequence[str]) -> np.ndarray:
@@ -447,7 +460,8 @@ class Model:
     def predictions(self, texts: Sequence[str], min_confidence: float | None = None,
                     max_unknown: float | None = None, batch_size: int = 1024) -> list[dict]:
         """What `predict` and `serve` answer, one dict per text: `label` (None when abstaining), `probabilities`
-        (label -> probability), `unknown_rate`, and `reason` (why it abstained, else None).
+        (label -> probability), `unknown_rate`, and `reason` (why it abstained, else None). Labels are named as
+        strings here, as JSON keys and the output files have them.
 
         It abstains when the top probability is under `min_confidence` or the unknown-word rate is over
         `max_unknown` (None: never).
@@ -456,7 +470,7 @@ class Model:
         scores, rates = self._run(texts, batch_size)
         if not np.isfinite(scores).all():  # a damaged model: JSON has no NaN, and a null is no answer
             raise TinyDistillError("the model gave NaN or infinite scores; its weights are damaged")
-        out = []
+        out, names = [], self.classes_.astype(str).tolist()
         for row, rate in zip(softmax(scores, self.temperature).tolist(), rates.tolist(), strict=True):
             best = max(range(len(row)), key=row.__getitem__)
             reasons = []
@@ -464,21 +478,21 @@ class Model:
                 reasons.append(f"{rate:.0%} of its words are unknown to the model (over {max_unknown:.0%})")
             if min_confidence is not None and row[best] < min_confidence:
                 reasons.append(f"top probability {row[best]:.2f} is under {min_confidence:.2f}")
-            out.append({"label": None if reasons else self.labels[best],
-                        "probabilities": dict(zip(self.labels, row, strict=True)), "unknown_rate": rate,
+            out.append({"label": None if reasons else names[best],
+                        "probabilities": dict(zip(names, row, strict=True)), "unknown_rate": rate,
                         "reason": "; ".join(reasons) or None})
         return out
 
-    def predict(self, texts: Sequence[str], batch_size: int = 1024) -> list[str]:
-        """The most probable label name of each text."""
-        return [self.labels[i] for i in self.logits(texts, batch_size).argmax(1)]
+    def predict(self, texts: Sequence[str], batch_size: int = 1024) -> np.ndarray:
+        """The most probable label of each text, an array of values of `classes_` (one string: a TypeError)."""
+        return self.classes_[self.logits(texts, batch_size).argmax(1)]
 
     def metadata(self) -> dict:
         """What a client needs to know: type, labels, sizes, tokenizer settings, export format, provenance."""
         export = dict(self.meta.get("export", {"format": "student"}))
         if "source" in export:  # older exports recorded the absolute path they came from: show its name only
             export["source"] = Path(str(export["source"])).name
-        return {"model_type": self.model_type, "labels": self.labels, "config": self.config,
+        return {"model_type": self.model_type, "labels": self.classes_.astype(str).tolist(), "config": self.config,
                 "temperature": self.temperature,
                 "tokenizer": self.vocab.config_dict(), "vocab_size": len(self.vocab), "export": export,
                 "provenance": self.meta.get("provenance", {})}
@@ -518,7 +532,7 @@ def load(folder: str | os.PathLike) -> Model:
     weights_path = folder / WEIGHTS
     weights = load_weights(weights_path)
     config = dict(meta["config"])
-    labels = [str(x) for x in meta["labels"]]
+    labels = meta["labels"]  # strings, or the integers a student was fit on: predict returns them as they were
     if config.get("n_classes") != len(labels):
         raise TinyDistillError(f"{config_path}: {len(labels)} labels but n_classes is {config.get('n_classes')}")
     if len(vocab) != config.get("vocab_size"):
@@ -532,5 +546,5 @@ def load(folder: str | os.PathLike) -> Model:
     return Model(meta["model_type"], config, labels, vocab, forward, meta)
 
 
-__all__ = ["FORMAT", "MODEL_TYPES", "Encoder", "Model", "check_abstain", "load", "load_weights", "read_config",
-           "softmax"]
+__all__ = ["FORMAT", "MODEL_TYPES", "Encoder", "Model", "check_abstain", "load", "load_weights", "log_softmax",
+           "read_config", "softmax"]

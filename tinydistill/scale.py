@@ -71,7 +71,7 @@ class _Labeller:
         from tinydistill.teacher import Teacher
 
         torch.set_num_threads(threads)  # the actor's CPUs, not all of the node's
-        self.teacher = Teacher.load(teacher_dir)
+        self.teacher = Teacher.from_pretrained(teacher_dir)
         if gpus > 0:  # Ray set CUDA_VISIBLE_DEVICES to this actor's GPU; fp32, so logits stay close to the CPU's
             if not torch.cuda.is_available():
                 raise TinyDistillError("--gpus-per-worker: Ray gave this worker a GPU but torch sees none "

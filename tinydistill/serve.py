@@ -130,7 +130,8 @@ def create_app(model: runtime.Model, limits: Limits | None = None, token: str | 
     limits = limits or Limits()
     app = FastAPI(title="tinydistill", version=__version__,
                   description=f"Text classification by a tinydistill {model.model_type} student "
-                  f"(labels: {', '.join(model.labels)}). Limits: {limits.max_texts} texts and {limits.max_bytes} "
+                  f"(labels: {', '.join(model.classes_.astype(str))}). Limits: {limits.max_texts} texts and "
+                  f"{limits.max_bytes} "
                   f"bytes per request; texts longer than {limits.max_chars} characters are cut.")
     app.add_middleware(_BodyLimit, max_bytes=limits.max_bytes)
     if token:
@@ -258,6 +259,7 @@ def serve(model_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 800
     if host not in LOOPBACK and not token:
         log.warning("serving on %s without a token: anyone who can reach this address can use the model; "
                     "set --token or $%s to require one", host, TOKEN_ENV)
-    log.info("serving %s (%s, labels %s) on http://%s:%d", model_dir, model.model_type, model.labels, host, port)
+    log.info("serving %s (%s, labels %s) on http://%s:%d", model_dir, model.model_type,
+             model.classes_.tolist(), host, port)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False,  # per-request logs halve rps
                 http=idle_timeout_protocol(idle_timeout))

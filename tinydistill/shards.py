@@ -285,7 +285,7 @@ def label_to_shards(teacher_dir: str, data: str | Sequence[str], out: str, *, te
     out = out if "://" in out else os.path.abspath(out)
     teacher_dir = os.path.abspath(teacher_dir)
     specs = plan_shards(data, rows_per_shard, text_column)  # first: bad input fails before any weights load
-    teacher = Teacher.load(teacher_dir)  # the driver needs only the fingerprint and the label names
+    teacher = Teacher.from_pretrained(teacher_dir)  # the driver needs only the fingerprint and the label names
     plan = plan_digest(specs, teacher.fingerprint)
     previous = read_manifest(out, missing_ok=True)
     if previous and previous.get("plan") != plan:
@@ -306,7 +306,7 @@ def label_to_shards(teacher_dir: str, data: str | Sequence[str], out: str, *, te
         for index, entry in run(todo, teacher_dir, out, plan, batch_size):
             entries[index] = entry
             bar.update()
-    manifest = {"format": FORMAT, "version": 1, "labels": teacher.label_names,
+    manifest = {"format": FORMAT, "version": 1, "labels": teacher.classes_.tolist(),
                 "teacher": {"path": str(teacher_dir), "fingerprint": teacher.fingerprint,
                             "max_length": teacher.max_length}, "plan": plan, "rows_per_shard": rows_per_shard,
                 "rows": sum(e["rows"] for e in entries.values()), "labelled": len(todo),
@@ -328,7 +328,7 @@ def _local_engine(todo: Sequence[tuple[int, dict]], teacher_dir: str, out: str, 
                   batch_size: int) -> Iterator[tuple[int, dict]]:
     from tinydistill.teacher import Teacher
 
-    teacher = Teacher.load(teacher_dir)
+    teacher = Teacher.from_pretrained(teacher_dir)
     for index, spec in todo:
         yield index, label_shard(teacher, spec, out, index, plan, batch_size)
 

@@ -1,8 +1,8 @@
 """Tiny students: CBoW-FFN, BiLSTM and a Kim-style CNN, as scikit-learn style estimators.
 
 `fit(texts, y)` distils when `y` is a 2-D array of teacher logits and trains on hard labels (the paper's
-NoDs baseline) when `y` is a 1-D array of class indices. Students save like Hugging Face models: a folder
-with `config.json`, `vocab.txt` and `model.safetensors` (see DEVELOPERS.md); loading never unpickles.
+NoDs baseline) when `y` is a 1-D array of labels (strings or integers). Students save like Hugging Face models: a
+folder with `config.json`, `vocab.txt` and `model.safetensors` (see DEVELOPERS.md); loading never unpickles.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from torch import nn
 
 from tinydistill.errors import TinyDistillError
 from tinydistill.folders import check_hashes, check_out, hashes, replace_folder, staging
+from tinydistill.labels import check_texts, encode_labels, logit_classes
 from tinydistill.runtime import FORMAT, read_config, softmax, why_unreadable  # torch-free: reads folders too
 from tinydistill.words import TokenizerConfig, Vocabulary
 
@@ -124,49 +125,68 @@ ARCHITECTURES: dict[str, tuple[type, type]] = {
     "bilstm": (BiLSTMConfig, BiLSTM),
     "cnn": (CNNConfig, CNN),
 }
+PARAMS = ("model_type", "config", "train", "vectors")  # Student's constructor arguments (get_params)
 
 
 class Student:
-    """A tiny text classifier with scikit-learn verbs.
+    """A tiny text classifier with scikit-learn verbs and the model vocabulary of DEVELOPERS.md.
 
-    >>> student = Student("cbow").fit(texts, teacher_logits)   # distil
-    >>> student.predict(["a fine film"])                           # -> label indices
-    """
+    >>> student = Student("cbow").fit(texts, teacher_logits, ["neg", "pos"])   # distil
+    >>> student = Student("cbow").fit(texts, ["pos", "neg", ...])               # or train on labels (NoDs)
+    >>> student.predict(["a fine film"])                                         # -> array(['pos'])
+
+    The constructor only stores its arguments (`get_params`/`set_params`: `sklearn.base.clone` works); what `fit`
+    learns ends with `_`. `predict`/`predict_proba` take a list of texts (one string is a TypeError)."""
 
     def __init__(self, model_type: str = "cbow", config=None, train=None, vectors=None):
-        if model_type not in ARCHITECTURES:
-            raise TinyDistillError(f"unknown student {model_type!r}; expected one of {sorted(ARCHITECTURES)}")
-        self.model_type = model_type
-        self.config = config
+        self.model_type = model_type  # "cbow", "bilstm" or "cnn" (checked by `fit`)
+        self.config = config  # a CBoWConfig, BiLSTMConfig or CNNConfig; None means its defaults
         self.train = train  # a distill.TrainConfig; None means its defaults
         self.vectors = vectors  # optional (words, matrix) pre-trained word vectors for the embedding
         self.provenance: dict | None = None  # where the model came from; saved in config.json and README.md
 
+    def get_params(self, deep: bool = True) -> dict:
+        """The constructor's arguments (scikit-learn's estimator protocol; `deep` is accepted and ignored)."""
+        return {name: getattr(self, name) for name in PARAMS}
+
+    def set_params(self, **params) -> Student:
+        """Set constructor arguments by name (scikit-learn's estimator protocol); they take effect at `fit`."""
+        for name, value in params.items():
+            if name not in PARAMS:
+                raise ValueError(f"invalid parameter {name!r} for Student; expected one of {list(PARAMS)}")
+            setattr(self, name, value)
+        return self
+
     # ----------------------------------------------------------------------------------------- fit
-    def fit(self, texts: Sequence[str], y, label_names: Sequence[str] | None = None,
+    def fit(self, texts: Sequence[str], y, classes: Sequence | None = None,
             vocab_texts: Sequence[str] | None = None, hard: Sequence[int] | None = None,
             progress: bool = True) -> Student:
-        """Train on `texts`: distil when `y` is (n, classes) logits, else cross-entropy on class indices.
+        """Train on `texts`: distil when `y` is (n, classes) logits, else cross-entropy on the labels `y` (n,).
 
-        The vocabulary comes from `vocab_texts` (default: `texts`), the transfer set in the pipeline.
-        `hard` gives gold labels (-1 where unknown) for the optional hard-label mix of `TrainConfig.alpha`.
+        Labels may be strings or integers: `classes_` is `classes` when given (the labels in their column order,
+        every one kept even if `y` lacks it), else the sorted distinct values of `y` ({1, 5} gives two classes).
+        With logits, `classes` names their columns (default "0", "1", ...). The vocabulary comes from
+        `vocab_texts` (default: `texts`), the transfer set in the pipeline. `hard` gives gold class indices
+        into `classes_` (-1 where unknown) for the optional hard-label mix of `TrainConfig.alpha`.
         """
         from tinydistill.distill import TrainConfig, fit_module
 
+        check_texts(texts)
         y = np.asarray(y)
         if len(texts) != len(y):
             raise TinyDistillError(f"{len(texts)} texts but {len(y)} targets")
         if len(texts) == 0:
             raise TinyDistillError("no texts to train on")
-        n_classes = y.shape[1] if y.ndim == 2 else int(len(label_names) if label_names else y.max() + 1)
-        self._build(n_classes, vocab_texts if vocab_texts is not None else texts, label_names)
+        classes_, y = (logit_classes(y.shape[1], classes), y) if y.ndim == 2 else encode_labels(y, classes)
+        self._build(classes_, vocab_texts if vocab_texts is not None else texts)
         desc = f"{self.model_type} {'distil' if y.ndim == 2 else 'NoDs'}"
         self.history_ = fit_module(self.module_, self.vocab_.encode_batch(texts), y, self.train or TrainConfig(),
                                    hard=None if hard is None else np.asarray(hard), progress=progress, desc=desc)
         return self
 
-    def fit_source(self, source, label_names: Sequence[str] | None = None, progress: bool = True) -> Student:
-        """Distil from a transfer set read in row blocks (``shards.LogitShards`` or ``InMemoryLogits``).
+    def fit_source(self, source, classes: Sequence | None = None, progress: bool = True) -> Student:
+        """Distil from a transfer set read in row blocks (``shards.LogitShards`` or ``InMemoryLogits``);
+        `classes` names the logits' columns, as in `fit`.
 
         One streaming pass counts the words for the vocabulary; training then reads one block at a time
         (``distill.fit_stream``), so memory does not grow with the transfer set.
@@ -175,23 +195,25 @@ class Student:
 
         if len(source) == 0:
             raise TinyDistillError("no texts to train on")
-        n_classes = source.read(0, 1)[1].shape[1]
+        classes_ = logit_classes(source.read(0, 1)[1].shape[1], classes)
         size = distill.BLOCK_ROWS
         texts = (text for start in range(0, len(source), size)
                  for text in source.read(start, min(start + size, len(source)))[0])
-        self._build(n_classes, texts, label_names)
+        self._build(classes_, texts)
         self.history_ = distill.fit_stream(self.module_, source, self.vocab_.encode_batch,
                                            self.train or distill.TrainConfig(), progress=progress,
                                            desc=f"{self.model_type} distil")
         return self
 
-    def _build(self, n_classes: int, vocab_texts: Iterable[str], label_names: Sequence[str] | None) -> None:
+    def _build(self, classes_: np.ndarray, vocab_texts: Iterable[str]) -> None:
         """The vocabulary from ``vocab_texts`` and a fresh module (seeded, optionally with word vectors)."""
         from tinydistill.distill import TrainConfig
 
+        if self.model_type not in ARCHITECTURES:
+            raise TinyDistillError(f"unknown student {self.model_type!r}; expected one of {sorted(ARCHITECTURES)}")
         config_cls, module_cls = ARCHITECTURES[self.model_type]
         config = replace(self.config) if self.config else config_cls()  # a copy: fit never edits its params
-        config.n_classes = n_classes
+        config.n_classes = len(classes_)
         self.vocab_ = Vocabulary.build(vocab_texts, config.vocab_size, TokenizerConfig(max_length=config.max_length))
         config.vocab_size = len(self.vocab_)  # a small corpus may give fewer words than asked
         self.config_ = config
@@ -199,7 +221,7 @@ class Student:
         self.module_ = module_cls(config)
         if self.vectors is not None:
             init_embeddings(self.module_.embedding, self.vocab_, *self.vectors)
-        self.classes_ = np.array(list(label_names) if label_names else [str(i) for i in range(n_classes)])
+        self.classes_ = classes_
         self.temperature_ = 1.0  # until `calibrate`
 
     # ------------------------------------------------------------------------------------- predict
@@ -209,6 +231,7 @@ class Student:
         from tinydistill.device import torch_threads
         from tinydistill.words import pad_ids
 
+        check_texts(texts)
         self.module_.eval()
         ids = self.vocab_.encode_batch(texts)
         order = np.argsort([len(x) for x in ids], kind="stable")
@@ -221,20 +244,20 @@ class Student:
         return out
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        """Class probabilities: softmax of the logits divided by `temperature_` (1 until `calibrate`)."""
+        """Probabilities, columns in `classes_` order: softmax(logits / `temperature_`, 1 until `calibrate`)."""
         return softmax(self.logits(texts), getattr(self, "temperature_", 1.0))
 
     def calibrate(self, texts: Sequence[str], target) -> Student:
-        """Fit the temperature of `predict_proba` on held-out texts: `target` holds their class indices (n,)
-        or the probabilities to match (n, classes). The argmax, hence `predict`, does not change."""
+        """Fit the temperature of `predict_proba` on held-out texts: `target` holds their class indices into
+        `classes_` (n,) or the probabilities to match (n, classes). The argmax, hence `predict`, does not change."""
         from tinydistill.evaluate import fit_temperature
 
         self.temperature_ = fit_temperature(self.logits(texts), target)
         return self
 
     def predict(self, texts: Sequence[str]) -> np.ndarray:
-        """Class indices (index `classes_` for names)."""
-        return self.logits(texts).argmax(1)
+        """The most probable label of each text, values of `classes_` (class indices: `logits(texts).argmax(1)`)."""
+        return self.classes_[self.logits(texts).argmax(1)]
 
     def n_parameters(self) -> dict[str, int]:
         """Parameter counts by top-level layer, plus the total."""
@@ -268,7 +291,7 @@ class Student:
             provenance = {**stamp(), **(self.provenance or {}), "params": self.n_parameters()["total"],
                           "classes": len(self.classes_)}
             meta = {"format": FORMAT, "version": 1, "model_type": self.model_type, "config": asdict(self.config_),
-                    "labels": [str(c) for c in self.classes_], "tokenizer": self.vocab_.config_dict(),
+                    "labels": self.classes_.tolist(), "tokenizer": self.vocab_.config_dict(),
                     "sha256": hashes(tmp, ["model.safetensors"]),
                     "temperature": float(getattr(self, "temperature_", 1.0)), "provenance": provenance}
             (tmp / "config.json").write_text(json.dumps(meta, indent=2, default=float))

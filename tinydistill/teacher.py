@@ -25,6 +25,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from tinydistill.errors import TinyDistillError
+from tinydistill.labels import check_texts
+from tinydistill.runtime import softmax  # numpy only
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +70,15 @@ class Committee(nn.Module):
 
 
 class Teacher:
-    """A fine-tuned classifier with its tokenizer and label names."""
+    """A fine-tuned classifier with its tokenizer and labels, in the students' vocabulary: `classes_` (the labels,
+    in the order of the logits' columns), `predict` (values of `classes_`), `predict_proba`, and
+    `save_pretrained`/`from_pretrained`. Texts come as a list (one string is a TypeError: pass `[text]`)."""
 
-    def __init__(self, model: Classifier | Committee, tokenizer, label_names: Sequence[str], max_length: int = 128,
+    def __init__(self, model: Classifier | Committee, tokenizer, classes: Sequence | np.ndarray, max_length: int = 128,
                  info: dict | None = None):
         self.model: Any = model  # a Classifier, or a Committee of them
         self.tokenizer = tokenizer
-        self.label_names = list(label_names)
+        self.classes_ = np.asarray(classes)  # the labels the head was trained on (teacher.json's "labels")
         self.max_length = max_length
         self.info = info or {}  # base model, recipe, training report
         self._fingerprint: str | None = None
@@ -95,7 +99,7 @@ class Teacher:
         from tinydistill.device import quantize_int8
 
         model: Any = quantize_int8(self.model)  # the same Classifier or Committee, its nn.Linear layers swapped
-        quantized = Teacher(model, self.tokenizer, self.label_names, self.max_length, self.info)
+        quantized = Teacher(model, self.tokenizer, self.classes_, self.max_length, self.info)
         quantized._fingerprint = self.fingerprint  # the fp32 weights it came from; `logit_key` adds the precision
         quantized.precision = "int8"
         return quantized
@@ -125,7 +129,9 @@ class Teacher:
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 
-    def _encode(self, texts: Sequence[str]) -> dict:
+    def encode(self, texts: Sequence[str]) -> dict:
+        """The tokenizer's batch (`input_ids`, `attention_mask`, padded, cut at `max_length`) on the teacher's
+        device: what `model` reads, in inference here and in fine-tuning (`finetune`)."""
         enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
                              return_tensors="pt")
         return enc if self.device.type == "cpu" else enc.to(self.device)
@@ -137,11 +143,11 @@ class Teacher:
         self.model.eval()
         lengths = [len(t) for t in texts]
         order = np.argsort(lengths, kind="stable")[::-1]  # longest first: memory peaks early, if at all
-        out = np.zeros((len(texts), len(self.label_names)), dtype=np.float32)
+        out = np.zeros((len(texts), len(self.classes_)), dtype=np.float32)
         bar = tqdm(total=len(texts), desc="teacher logits", disable=not progress, leave=False, unit="text")
         for start in range(0, len(texts), batch_size):
             rows = order[start: start + batch_size]
-            enc = self._encode([texts[i] for i in rows])
+            enc = self.encode([texts[i] for i in rows])
             out[rows] = self.model(enc["input_ids"], enc["attention_mask"]).float().numpy()
             bar.update(len(rows))
         bar.close()
@@ -154,7 +160,7 @@ class Teacher:
         from tinydistill.device import autocast, token_budget_batches
 
         self.model.eval()
-        out = np.zeros((len(texts), len(self.label_names)), dtype=np.float32)
+        out = np.zeros((len(texts), len(self.classes_)), dtype=np.float32)
         if not len(texts):
             return out
         enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
@@ -180,9 +186,10 @@ class Teacher:
         """Logits (n, classes); with a cache, only texts not seen by this exact teacher are computed.
 
         Non-finite logits (a diverged or damaged teacher) are an error, never passed on or cached."""
+        check_texts(texts)
         if cache is None:
             return _check_finite(self._compute(texts, batch_size, progress), self.info.get("base", "the teacher"))
-        known = cache.get(self.logit_key, texts, width=len(self.label_names))
+        known = cache.get(self.logit_key, texts, width=len(self.classes_))
         missing = [i for i, row in enumerate(known) if row is None]
         if missing:
             log.info("teacher logits: %d cached, %d to compute", len(texts) - len(missing), len(missing))
@@ -198,13 +205,20 @@ class Teacher:
             bar.update(len(rows))
         bar.close()
         if not known:
-            return np.zeros((0, len(self.label_names)), np.float32)
+            return np.zeros((0, len(self.classes_)), np.float32)
         return np.stack([k for k in known if k is not None]).astype(np.float32)
 
-    def predict(self, texts: Sequence[str], **kwargs) -> np.ndarray:
-        return self.logits(texts, **kwargs).argmax(1)
+    def predict_proba(self, texts: Sequence[str], batch_size: int = 64, cache: LogitCache | None = None,
+                      progress: bool = True) -> np.ndarray:
+        """Class probabilities (n, classes), columns in `classes_` order: the softmax of `logits`."""
+        return softmax(self.logits(texts, batch_size, cache, progress))
 
-    def save(self, folder: str | os.PathLike, overwrite: bool = False) -> Path:
+    def predict(self, texts: Sequence[str], batch_size: int = 64, cache: LogitCache | None = None,
+                progress: bool = True) -> np.ndarray:
+        """The most probable label of each text, an array of values of `classes_`."""
+        return self.classes_[self.logits(texts, batch_size, cache, progress).argmax(1)]
+
+    def save_pretrained(self, folder: str | os.PathLike, overwrite: bool = False) -> Path:
         """encoder/ (weights + tokenizer, safetensors), head.safetensors and teacher.json (with the weights'
         sha256); atomic. An existing teacher folder is replaced; anything else is refused unless `overwrite`."""
         from safetensors.torch import save_file
@@ -226,7 +240,7 @@ class Teacher:
                 weights += [f"{prefix}{p.relative_to(tmp / prefix).as_posix()}"
                             for p in sorted((tmp / prefix / "encoder").glob("*.safetensors"))]
                 weights.append(f"{prefix}head.safetensors")
-            meta = {"labels": self.label_names, "pooling": members[0].pooling, "max_length": self.max_length,
+            meta = {"labels": self.classes_.tolist(), "pooling": members[0].pooling, "max_length": self.max_length,
                     "members": len(members), **self.info, "sha256": hashes(tmp, weights)}
             (tmp / "teacher.json").write_text(json.dumps(meta, indent=2))
             replace_folder(tmp, folder)
@@ -238,8 +252,9 @@ class Teacher:
         return folder
 
     @classmethod
-    def load(cls, folder: str | os.PathLike) -> Teacher:
-        """Read a folder written by `save`; a missing, corrupt (sha256) or non-finite part is a one-line error."""
+    def from_pretrained(cls, folder: str | os.PathLike) -> Teacher:
+        """Read a folder written by `save_pretrained`; a missing, corrupt (sha256) or non-finite part is a one-line
+        error."""
         from safetensors import SafetensorError
         from safetensors.torch import load_file
         from transformers import AutoModel, AutoTokenizer
@@ -297,7 +312,7 @@ class Teacher:
         training = {"steps": sum(r.get("steps", 0) for r in reports),
                     "seconds": round(sum(r.get("seconds", 0.0) for r in reports), 1), "members": reports}
         info = {**members[0].info, "recipe": recipe, "training": training}
-        return cls(Committee([m.model for m in members]).eval(), members[0].tokenizer, members[0].label_names,
+        return cls(Committee([m.model for m in members]).eval(), members[0].tokenizer, members[0].classes_,
                    members[0].max_length, info)
 
 

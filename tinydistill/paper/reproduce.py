@@ -95,7 +95,8 @@ def run_one(dataset: str, labeled: int, seed: int, s: Setup, peers: Sequence[str
 
     @cache
     def teacher_labels() -> list[int]:  # the pipeline put these logits in the cache: nothing is computed
-        labeller = Teacher.load(folder / "teacher").to(c.device)  # as the pipeline labelled: device, precision
+        # as the pipeline labelled: device, precision
+        labeller = Teacher.from_pretrained(folder / "teacher").to(c.device)
         if results.get("hardware", {}).get("labelling", {}).get("precision") == "int8":
             labeller = labeller.int8()
         logits = labeller.logits(task().transfer, cache=LogitCache(logit_cache_path()), progress=False)
