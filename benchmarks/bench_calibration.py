@@ -30,10 +30,11 @@ from tinydistill import data as data_mod
 from tinydistill.distill import TrainConfig
 from tinydistill.evaluate import chance, ece, fit_temperature
 from tinydistill.folders import logit_cache_path
+from tinydistill.logitcache import LogitCache
 from tinydistill.pipeline import RunConfig, calibration_split, load_task, warnings_for, write_json
 from tinydistill.runtime import softmax
 from tinydistill.students import Student
-from tinydistill.teacher import LogitCache, Teacher
+from tinydistill.teacher import Teacher
 
 NAMES = {"cbow": "CBoW-FFN", "bilstm": "BiLSTM"}
 

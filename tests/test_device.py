@@ -17,7 +17,7 @@ from tinydistill.device import int8_guard, resolve_device, token_budget_batches
 from tinydistill.distill import TrainConfig
 from tinydistill.errors import TinyDistillError
 from tinydistill.finetune import get_recipe, train_teacher
-from tinydistill.teacher import LogitCache
+from tinydistill.logitcache import LogitCache
 
 QUICK = get_recipe("strong", epochs=8, min_steps=0, batch_size=8, max_length=16, lr=1e-3, head_lr=1e-2, threads=1)
 

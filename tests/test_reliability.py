@@ -370,7 +370,8 @@ def test_concurrent_saves_of_one_folder_all_succeed(place, tmp_path):
 
 
 def test_damaged_cache_rows_are_recomputed(place, tmp_path, caplog):
-    from tinydistill.teacher import LogitCache, Teacher
+    from tinydistill.logitcache import LogitCache
+    from tinydistill.teacher import Teacher
 
     teacher = Teacher.from_pretrained(place / "teacher")
     texts = toy_texts(12, 3)[0]
@@ -387,7 +388,7 @@ def test_damaged_cache_rows_are_recomputed(place, tmp_path, caplog):
 
 
 def test_old_cache_rows_are_read_as_they_are(tmp_path):
-    from tinydistill.teacher import LogitCache
+    from tinydistill.logitcache import LogitCache
 
     db = sqlite3.connect(tmp_path / "logits.sqlite")  # as the code before this change wrote it
     db.execute("CREATE TABLE logits (teacher TEXT, key BLOB, value BLOB, PRIMARY KEY (teacher, key))")
@@ -401,7 +402,8 @@ def test_old_cache_rows_are_read_as_they_are(tmp_path):
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage"])
 def test_a_corrupt_cache_file_is_set_aside(place, tmp_path, caplog, damage):
-    from tinydistill.teacher import LogitCache, Teacher
+    from tinydistill.logitcache import LogitCache
+    from tinydistill.teacher import Teacher
 
     teacher = Teacher.from_pretrained(place / "teacher")
     texts = [f"{t} {i}" for i, t in enumerate(toy_texts(60, 4)[0] * 40)]  # enough rows for several pages

@@ -100,15 +100,15 @@ def test_rerun_recomputes_nothing(first, setup, monkeypatch, capsys):
     def fail(*args, **kwargs):
         raise AssertionError("recomputed on a rerun")
 
+    import tinydistill.logitcache
     import tinydistill.paper.peers
     import tinydistill.pools
-    import tinydistill.teacher
 
     monkeypatch.setattr(pipeline, "train_teacher", fail)
     monkeypatch.setattr(pipeline.Student, "fit", fail)
     monkeypatch.setattr(tinydistill.paper.peers.Peer, "fit", fail)
     monkeypatch.setattr(tinydistill.pools, "write_pool", fail)
-    monkeypatch.setattr(tinydistill.teacher.LogitCache, "put", fail)  # every teacher logit comes from the cache
+    monkeypatch.setattr(tinydistill.logitcache.LogitCache, "put", fail)  # every teacher logit comes from the cache
     again = tables.table2(["sst2"], setup), tables.table3(SIZES, setup)
     for before, after in zip(first, again):
         assert [r["headline"] for r in before["summary"]] == [r["headline"] for r in after["summary"]]

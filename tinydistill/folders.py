@@ -39,7 +39,7 @@ from tinydistill.errors import TinyDistillError
 
 log = logging.getLogger(__name__)
 
-LOGITS = "logits.sqlite"  # the teacher-logit cache (teacher.LogitCache), under cache_root()
+LOGITS = "logits.sqlite"  # the teacher-logit cache (logitcache.LogitCache), under cache_root()
 
 STUDENT_FORMAT = "tinydistill-student"
 RUN_MARKER = "run.json"  # written by `pipeline.run` when it starts a run folder

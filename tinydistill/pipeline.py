@@ -33,11 +33,12 @@ from tinydistill.errors import TinyDistillError
 from tinydistill.evaluate import agreement, chance, ece, headline, latency, scores, throughput
 from tinydistill.finetune import Recipe, get_recipe, self_train, train_teacher
 from tinydistill.folders import RUN_MARKER, cache_root, check_out, locked, logit_cache_path, write_atomic
+from tinydistill.logitcache import LogitCache
 from tinydistill.pools import read_pool
 from tinydistill.runtime import softmax
 from tinydistill.shards import ConcatLogits, InMemoryLogits, LogitShards, is_logit_folder
 from tinydistill.students import ARCHITECTURES, Student
-from tinydistill.teacher import LogitCache, Teacher
+from tinydistill.teacher import Teacher
 
 log = logging.getLogger(__name__)
 

@@ -30,10 +30,11 @@ from tinydistill.bases import resolve_teacher
 from tinydistill.config import RunConfig
 from tinydistill.errors import TinyDistillError
 from tinydistill.folders import logit_cache_path
+from tinydistill.logitcache import LogitCache
 from tinydistill.paper import peers
 from tinydistill.paper.setup import Setup
 from tinydistill.pipeline import Task, write_json
-from tinydistill.teacher import Classifier, LogitCache, Teacher
+from tinydistill.teacher import Classifier, Teacher
 
 log = logging.getLogger(__name__)
 
