@@ -330,12 +330,13 @@ def test_runs_on_one_folder_take_turns(tmp_path):
 def test_a_corrupt_teacher_in_the_run_folder_is_replaced_by_its_cached_copy(place, tiny_bert, tmp_path,
                                                                              monkeypatch, caplog):
     import tinydistill.pipeline as pipeline
+    from tinydistill.task import load_task
     from tinydistill.teacher import Teacher
 
     monkeypatch.setenv("TINYDISTILL_CACHE", str(tmp_path / "cache"))
     c = pipeline.RunConfig(data=str(place / "train.csv"), test=str(place / "test.csv"), labeled=20,
                            teacher=tiny_bert, recipe="paper", teacher_epochs=1, max_length=16, out=str(tmp_path))
-    task = pipeline.load_task(c, transfer=False)
+    task = load_task(c, transfer=False)
     first = pipeline.get_teacher(c, task, tmp_path / "teacher", progress=False)
     flip_bytes(tmp_path / "teacher" / "head.safetensors", 16, start=100)
     monkeypatch.setattr(pipeline, "train_teacher", lambda *a, **k: pytest.fail("retrained"))

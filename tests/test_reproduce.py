@@ -15,6 +15,7 @@ from tinydistill.cli import paper as paper_cli
 from tinydistill.paper import reproduce, tables
 from tinydistill.paper.setup import Setup
 from tinydistill.pipeline import RunConfig
+from tinydistill.task import load_task
 
 SIZES = (40, 120)  # the fake "sst2" paper sizes: 40 labels (Table 2, low resource) and 120 (high resource)
 
@@ -121,7 +122,7 @@ def test_rerun_recomputes_nothing(first, setup, monkeypatch, capsys):
 
 
 def test_missing_speed_teacher_warns(first, setup, caplog):
-    task = pipeline.load_task(reproduce.run_config("sst2", SIZES[0], 0, setup))
+    task = load_task(reproduce.run_config("sst2", SIZES[0], 0, setup))
     teacher_dir = reproduce.Path(first[0]["runs"][0]["run"]) / "teacher"
     assert reproduce.time_reference("mpnet-base", task, teacher_dir) is None
     assert "fetch-teacher mpnet-base" in caplog.text
@@ -169,7 +170,7 @@ def test_teachers_table_compares_recipes_and_resumes(setup, monkeypatch):
 
 def test_test_size_is_one_sample_for_every_seed(setup):
     config = replace(reproduce.run_config("sst2", SIZES[0], 0, setup), test_size=20)
-    tasks = [pipeline.load_task(replace(config, seed=seed)) for seed in (0, 1)]
+    tasks = [load_task(replace(config, seed=seed)) for seed in (0, 1)]
     assert len(tasks[0].test) == 20 and tasks[0].test.texts == tasks[1].test.texts
     assert sorted(set(tasks[0].test.labels)) == [0, 1]
 

@@ -111,6 +111,12 @@ def write_atomic(path: str | os.PathLike, data: str | bytes | Iterable[str], sin
                 handle.write(part.encode("utf-8"))
 
 
+
+def write_json(path: str | os.PathLike, obj: dict) -> None:
+    """`obj` as indented JSON (numpy numbers as floats), written atomically."""
+    write_atomic(path, json.dumps(obj, indent=2, default=float))
+
+
 @contextmanager
 def atomic_output(path: str | os.PathLike, text: bool = False, single_writer: bool = False) -> Iterator:
     """An open file (binary, or UTF-8 text with `text`) that lands at `path` when the block ends without an

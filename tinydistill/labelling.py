@@ -12,8 +12,8 @@ from tinydistill.device import int8_guard, resolve_device
 from tinydistill.errors import TinyDistillError
 from tinydistill.folders import check_out_file, logit_cache_path, transfer_labels_path, write_transfer_file
 from tinydistill.logitcache import LogitCache
-from tinydistill.pipeline import read_transfer
 from tinydistill.shards import label_to_shards
+from tinydistill.task import read_transfer
 from tinydistill.teacher import Teacher
 
 log = logging.getLogger(__name__)

@@ -19,9 +19,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from tinydistill import distill
 from tinydistill.cards import stamp, write_card
 from tinydistill.device import torch_threads
-from tinydistill.distill import BLOCK_ROWS, TrainConfig, fit_module, fit_stream
+from tinydistill.distill import TrainConfig, fit_module
 from tinydistill.errors import TinyDistillError
 from tinydistill.evaluate import fit_temperature
 from tinydistill.folders import check_hashes, check_out, hashes, replace_folder, staging
@@ -197,11 +198,11 @@ class Student:
         if len(source) == 0:
             raise TinyDistillError("no texts to train on")
         classes_ = logit_classes(source.read(0, 1)[1].shape[1], classes)
-        size = BLOCK_ROWS
+        size = distill.BLOCK_ROWS  # read at call time (tests shrink it)
         texts = (text for start in range(0, len(source), size)
                  for text in source.read(start, min(start + size, len(source)))[0])
         self._build(classes_, texts)
-        self.history_ = fit_stream(self.module_, source, self.vocab_.encode_batch,
+        self.history_ = distill.fit_stream(self.module_, source, self.vocab_.encode_batch,
                                            self.train or TrainConfig(), progress=progress,
                                            desc=f"{self.model_type} distil")
         return self
