@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 from conftest import toy_texts
 
-from tinydistill import data, evaluate, pipeline
+from tinydistill import data, evaluate, pipeline, report
 from tinydistill.cli import build_parser, main
 from tinydistill.cli import paper as paper_cli
 from tinydistill.paper import reproduce, tables
@@ -42,7 +42,7 @@ def setup(tiny_bert, tmp_path_factory):
         def throughput(*args, **kwargs):
             return quick(*args, **{**kwargs, "min_seconds": 0.02})
 
-        mp.setattr(pipeline, "throughput", throughput)
+        mp.setattr(report, "throughput", throughput)
         mp.setattr(evaluate, "throughput", throughput)
         base = RunConfig(recipe="paper", teacher_epochs=40, teacher_lr=1e-3, max_length=16, glove=False)
         yield Setup(seeds=(0, 1), teacher=tiny_bert, augment="tang", out=str(root / "out"),
