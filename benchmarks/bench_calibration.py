@@ -27,13 +27,17 @@ from pathlib import Path
 import numpy as np
 
 from tinydistill import data as data_mod
+from tinydistill.calibration import calibration_split
+from tinydistill.config import RunConfig
 from tinydistill.distill import TrainConfig
 from tinydistill.evaluate import chance, ece, fit_temperature
-from tinydistill.folders import logit_cache_path
-from tinydistill.pipeline import RunConfig, calibration_split, load_task, warnings_for, write_json
+from tinydistill.folders import logit_cache_path, write_json
+from tinydistill.logitcache import LogitCache
+from tinydistill.report import warnings_for
 from tinydistill.runtime import softmax
 from tinydistill.students import Student
-from tinydistill.teacher import LogitCache, Teacher
+from tinydistill.task import load_task
+from tinydistill.teacher import Teacher
 
 NAMES = {"cbow": "CBoW-FFN", "bilstm": "BiLSTM"}
 
@@ -67,7 +71,7 @@ def options(run: Path, results: dict) -> dict[str, dict[str, float]]:
 
 
 def recorded_warnings(path: Path) -> list[dict]:
-    """The warnings of `pipeline.warnings_for` on every run of a `reproduce` table (teacher + distilled students)."""
+    """The warnings of `report.warnings_for` on every run of a `reproduce` table (teacher + distilled students)."""
     out = []
     for r in json.loads(path.read_text())["runs"]:
         spec = data_mod.PAPER_DATASETS[r["dataset"]]

@@ -22,13 +22,15 @@ from pathlib import Path
 import numpy as np
 
 from tinydistill import data as data_mod
+from tinydistill.config import RunConfig
 from tinydistill.distill import TrainConfig
 from tinydistill.evaluate import ece, fit_temperature
 from tinydistill.folders import logit_cache_path
-from tinydistill.pipeline import RunConfig, load_task
+from tinydistill.logitcache import LogitCache
 from tinydistill.runtime import softmax
 from tinydistill.students import Student
-from tinydistill.teacher import LogitCache, Teacher
+from tinydistill.task import load_task
+from tinydistill.teacher import Teacher
 
 
 def main(run: Path, split: str) -> None:

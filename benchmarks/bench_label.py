@@ -37,7 +37,8 @@ from tinydistill.data import PAPER_DATASETS, load_paper_dataset, stratified_samp
 from tinydistill.errors import TinyDistillError  # noqa: E402
 from tinydistill.finetune import get_recipe  # noqa: E402
 from tinydistill.folders import cache_root, logit_cache_path  # noqa: E402
-from tinydistill.teacher import LogitCache, Teacher  # noqa: E402
+from tinydistill.logitcache import LogitCache  # noqa: E402
+from tinydistill.teacher import Teacher  # noqa: E402
 
 DEFAULT_LABELS = {"sst2": 200, "agnews": 400}  # the T-train sizes of the cached MiniLM teachers
 LARGE = 50_000_000  # parameters above which a teacher gets the smaller caps

@@ -125,7 +125,7 @@ def main() -> None:
                 contenders["fasttext"] = fast
             rate, wall = measure(contenders, texts, args.batch_size, args.rounds)
             # torch batches sort by length; its CNN lets short texts' windows run into the batch's padding,
-            # so the CNN is compared one text at a time (see runtime._CNN)
+            # so the CNN is compared one text at a time (see forwards._CNN)
             probe = test.texts if name != "cnn" else test.texts[:300]
             if name == "cnn":
                 ref = np.concatenate([student.predict_proba([t]) for t in probe])

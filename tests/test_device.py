@@ -17,7 +17,7 @@ from tinydistill.device import int8_guard, resolve_device, token_budget_batches
 from tinydistill.distill import TrainConfig
 from tinydistill.errors import TinyDistillError
 from tinydistill.finetune import get_recipe, train_teacher
-from tinydistill.teacher import LogitCache
+from tinydistill.logitcache import LogitCache
 
 QUICK = get_recipe("strong", epochs=8, min_steps=0, batch_size=8, max_length=16, lr=1e-3, head_lr=1e-2, threads=1)
 
@@ -140,6 +140,7 @@ def test_pipeline_records_devices_and_labels_in_int8_where_the_guard_allows(tmp_
     from test_pipeline import config, write_csv
 
     from tinydistill import pipeline
+    from tinydistill.task import load_task
 
     monkeypatch.setenv("TINYDISTILL_CACHE", str(tmp_path / "cache"))
     files = write_csv(tmp_path / "train.csv", 200, 0), write_csv(tmp_path / "test.csv", 60, 1)
@@ -154,14 +155,14 @@ def test_pipeline_records_devices_and_labels_in_int8_where_the_guard_allows(tmp_
     assert json.loads((c.run_dir() / "teacher" / "teacher.json").read_text())["training"]["device"] == "cpu"
     cache = LogitCache(tmp_path / "cache" / "logits.sqlite")
     key = teacher.logit_key + ("-int8-per-channel" if labelling["precision"] == "int8" else "")
-    assert all(row is not None for row in cache.get(key, pipeline.load_task(c).transfer))
+    assert all(row is not None for row in cache.get(key, load_task(c).transfer))
 
     # the guard refusing int8: fp32 labels, and the teacher's key on the CPU is the one from before devices
     monkeypatch.setattr(device_mod, "INT8_TOLERANCE", -1.0)
     again = pipeline.run(config(files, tiny_bert, tmp_path, label_precision="int8", speed=False, nods=False,
                                 out=str(tmp_path / "run2")), progress=False)
     assert again["hardware"]["labelling"]["precision"] == "fp32"
-    task = pipeline.load_task(c)
+    task = load_task(c)
     recipe = get_recipe(c.recipe, epochs=c.teacher_epochs, lr=c.teacher_lr, max_length=c.max_length, seed=c.seed)
     assert pipeline._teacher_key(c.teacher, recipe, task, torch.device("cpu")) == \
         pipeline._teacher_key(c.teacher, recipe, task)

@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import f1_score
 
 from tinydistill.evaluate import agreement, chance, ece, fit_temperature
-from tinydistill.pipeline import warnings_for
+from tinydistill.report import warnings_for
 from tinydistill.runtime import softmax
 
 

@@ -178,7 +178,7 @@ def test_an_augmentation_pool_joins_the_transfer_set(files, tiny_bert, tmp_path)
 def test_transfer_files_of_every_kind(tmp_path):
     import gzip
 
-    from tinydistill.pipeline import read_transfer
+    from tinydistill.task import read_transfer
 
     (tmp_path / "u.txt").write_text("one text\n\nanother text\n")
     with gzip.open(tmp_path / "u.txt.gz", "wt") as f:
@@ -191,9 +191,10 @@ def test_transfer_files_of_every_kind(tmp_path):
 
 def test_ensemble_and_self_training_reuse_the_single_teacher(files, tiny_bert, tmp_path, monkeypatch):
     import tinydistill.pipeline as pipeline
+    from tinydistill.task import load_task
 
     single = config(files, tiny_bert, tmp_path, out=str(tmp_path / "single"))
-    task = pipeline.load_task(single, transfer=False)
+    task = load_task(single, transfer=False)
     first = pipeline.get_teacher(single, task, tmp_path / "single", progress=False)
     trained: list[int] = []
     original = pipeline.train_teacher
@@ -216,7 +217,7 @@ def test_ensemble_and_self_training_reuse_the_single_teacher(files, tiny_bert, t
 
 
 def test_transfer_file_reads_the_text_column_and_runs_without_labeled_land_in_all(tmp_path):
-    from tinydistill.pipeline import read_transfer
+    from tinydistill.task import read_transfer
 
     (tmp_path / "more.csv").write_text("review,id\nfine film,1\ndull plot,2\n")
     assert read_transfer(str(tmp_path / "more.csv"), "review") == ["fine film", "dull plot"]
@@ -238,8 +239,9 @@ def test_calibration_texts_the_teacher_never_saw(tmp_path):
     import numpy as np
     from conftest import toy_texts
 
+    from tinydistill.calibration import calibration_split
     from tinydistill.data import Split
-    from tinydistill.pipeline import Task, calibration_split
+    from tinydistill.task import Task
 
     texts, labels = toy_texts(600)
     split = Split(texts, labels, ["neg", "pos"], "toy")
@@ -256,7 +258,7 @@ def test_calibration_texts_the_teacher_never_saw(tmp_path):
 
 
 def test_table_shows_calibration_agreement_and_warnings():
-    from tinydistill.pipeline import format_table
+    from tinydistill.report import format_table
 
     old = {"metric": "mcc", "rows": [{"model": "teacher (minilm)", "headline": 0.1, "accuracy": 0.65, "macro_f1": 0.5,
                                       "params": 1000, "compression": 1.0}],

@@ -330,12 +330,13 @@ def test_runs_on_one_folder_take_turns(tmp_path):
 def test_a_corrupt_teacher_in_the_run_folder_is_replaced_by_its_cached_copy(place, tiny_bert, tmp_path,
                                                                              monkeypatch, caplog):
     import tinydistill.pipeline as pipeline
+    from tinydistill.task import load_task
     from tinydistill.teacher import Teacher
 
     monkeypatch.setenv("TINYDISTILL_CACHE", str(tmp_path / "cache"))
     c = pipeline.RunConfig(data=str(place / "train.csv"), test=str(place / "test.csv"), labeled=20,
                            teacher=tiny_bert, recipe="paper", teacher_epochs=1, max_length=16, out=str(tmp_path))
-    task = pipeline.load_task(c, transfer=False)
+    task = load_task(c, transfer=False)
     first = pipeline.get_teacher(c, task, tmp_path / "teacher", progress=False)
     flip_bytes(tmp_path / "teacher" / "head.safetensors", 16, start=100)
     monkeypatch.setattr(pipeline, "train_teacher", lambda *a, **k: pytest.fail("retrained"))
@@ -370,7 +371,8 @@ def test_concurrent_saves_of_one_folder_all_succeed(place, tmp_path):
 
 
 def test_damaged_cache_rows_are_recomputed(place, tmp_path, caplog):
-    from tinydistill.teacher import LogitCache, Teacher
+    from tinydistill.logitcache import LogitCache
+    from tinydistill.teacher import Teacher
 
     teacher = Teacher.from_pretrained(place / "teacher")
     texts = toy_texts(12, 3)[0]
@@ -387,7 +389,7 @@ def test_damaged_cache_rows_are_recomputed(place, tmp_path, caplog):
 
 
 def test_old_cache_rows_are_read_as_they_are(tmp_path):
-    from tinydistill.teacher import LogitCache
+    from tinydistill.logitcache import LogitCache
 
     db = sqlite3.connect(tmp_path / "logits.sqlite")  # as the code before this change wrote it
     db.execute("CREATE TABLE logits (teacher TEXT, key BLOB, value BLOB, PRIMARY KEY (teacher, key))")
@@ -401,7 +403,8 @@ def test_old_cache_rows_are_read_as_they_are(tmp_path):
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage"])
 def test_a_corrupt_cache_file_is_set_aside(place, tmp_path, caplog, damage):
-    from tinydistill.teacher import LogitCache, Teacher
+    from tinydistill.logitcache import LogitCache
+    from tinydistill.teacher import Teacher
 
     teacher = Teacher.from_pretrained(place / "teacher")
     texts = [f"{t} {i}" for i, t in enumerate(toy_texts(60, 4)[0] * 40)]  # enough rows for several pages

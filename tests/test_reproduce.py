@@ -9,12 +9,13 @@ from dataclasses import replace
 import pytest
 from conftest import toy_texts
 
-from tinydistill import data, evaluate, pipeline
+from tinydistill import data, evaluate, pipeline, report
 from tinydistill.cli import build_parser, main
 from tinydistill.cli import paper as paper_cli
 from tinydistill.paper import reproduce, tables
 from tinydistill.paper.setup import Setup
 from tinydistill.pipeline import RunConfig
+from tinydistill.task import load_task
 
 SIZES = (40, 120)  # the fake "sst2" paper sizes: 40 labels (Table 2, low resource) and 120 (high resource)
 
@@ -41,7 +42,7 @@ def setup(tiny_bert, tmp_path_factory):
         def throughput(*args, **kwargs):
             return quick(*args, **{**kwargs, "min_seconds": 0.02})
 
-        mp.setattr(pipeline, "throughput", throughput)
+        mp.setattr(report, "throughput", throughput)
         mp.setattr(evaluate, "throughput", throughput)
         base = RunConfig(recipe="paper", teacher_epochs=40, teacher_lr=1e-3, max_length=16, glove=False)
         yield Setup(seeds=(0, 1), teacher=tiny_bert, augment="tang", out=str(root / "out"),
@@ -100,15 +101,15 @@ def test_rerun_recomputes_nothing(first, setup, monkeypatch, capsys):
     def fail(*args, **kwargs):
         raise AssertionError("recomputed on a rerun")
 
+    import tinydistill.logitcache
     import tinydistill.paper.peers
     import tinydistill.pools
-    import tinydistill.teacher
 
     monkeypatch.setattr(pipeline, "train_teacher", fail)
     monkeypatch.setattr(pipeline.Student, "fit", fail)
     monkeypatch.setattr(tinydistill.paper.peers.Peer, "fit", fail)
     monkeypatch.setattr(tinydistill.pools, "write_pool", fail)
-    monkeypatch.setattr(tinydistill.teacher.LogitCache, "put", fail)  # every teacher logit comes from the cache
+    monkeypatch.setattr(tinydistill.logitcache.LogitCache, "put", fail)  # every teacher logit comes from the cache
     again = tables.table2(["sst2"], setup), tables.table3(SIZES, setup)
     for before, after in zip(first, again):
         assert [r["headline"] for r in before["summary"]] == [r["headline"] for r in after["summary"]]
@@ -121,7 +122,7 @@ def test_rerun_recomputes_nothing(first, setup, monkeypatch, capsys):
 
 
 def test_missing_speed_teacher_warns(first, setup, caplog):
-    task = pipeline.load_task(reproduce.run_config("sst2", SIZES[0], 0, setup))
+    task = load_task(reproduce.run_config("sst2", SIZES[0], 0, setup))
     teacher_dir = reproduce.Path(first[0]["runs"][0]["run"]) / "teacher"
     assert reproduce.time_reference("mpnet-base", task, teacher_dir) is None
     assert "fetch-teacher mpnet-base" in caplog.text
@@ -169,7 +170,7 @@ def test_teachers_table_compares_recipes_and_resumes(setup, monkeypatch):
 
 def test_test_size_is_one_sample_for_every_seed(setup):
     config = replace(reproduce.run_config("sst2", SIZES[0], 0, setup), test_size=20)
-    tasks = [pipeline.load_task(replace(config, seed=seed)) for seed in (0, 1)]
+    tasks = [load_task(replace(config, seed=seed)) for seed in (0, 1)]
     assert len(tasks[0].test) == 20 and tasks[0].test.texts == tasks[1].test.texts
     assert sorted(set(tasks[0].test.labels)) == [0, 1]
 

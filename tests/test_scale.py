@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import toy_texts
 
-from tinydistill import shards
+from tinydistill import shards, sources
 from tinydistill.cli import main
 
 
@@ -50,9 +50,9 @@ def test_plan_reads_every_format_and_row_range(tmp_path):
     (tmp_path / "b.jsonl").write_text("".join(json.dumps({"text": t, "x": 1}) + "\n" for t in texts[10:15]))
     (tmp_path / "c.csv").write_text("text,label\n" + "".join(f'"{t}",1\n' for t in texts[15:18]))
     pq.write_table(pa.table({"text": texts[18:]}), tmp_path / "d.parquet", row_group_size=2)
-    specs = shards.plan_shards(str(tmp_path), 4)
+    specs = sources.plan_shards(str(tmp_path), 4)
     assert [s["stop"] - s["start"] for s in specs] == [4, 4, 2, 4, 1, 3, 4, 1]
-    assert [t for s in specs for t in shards.read_texts(s)] == texts
+    assert [t for s in specs for t in sources.read_texts(s)] == texts
     assert specs[1]["offset"] > 0  # the second shard of a text file starts at its byte offset
 
 

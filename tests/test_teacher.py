@@ -10,7 +10,8 @@ from conftest import toy_texts
 
 from tinydistill.errors import TinyDistillError
 from tinydistill.finetune import RECIPES, get_recipe, train_teacher
-from tinydistill.teacher import LogitCache, Teacher
+from tinydistill.logitcache import LogitCache
+from tinydistill.teacher import Teacher
 
 QUICK = get_recipe("strong", epochs=8, min_steps=0, batch_size=8, max_length=16, lr=1e-3, head_lr=1e-2,
                    threads=1)

@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 _API = {
     "Split": "data", "load": "data", "load_file": "data", "load_paper_dataset": "data", "load_hub": "data",
     "stratified_sample": "data", "Teacher": "teacher", "Recipe": "finetune", "RECIPES": "finetune",
-    "train_teacher": "finetune", "LogitCache": "teacher", "Student": "students", "TrainConfig": "distill",
+    "train_teacher": "finetune", "LogitCache": "logitcache", "Student": "students", "TrainConfig": "distill",
     "RunConfig": "config", "run": "pipeline", "scores": "evaluate", "TinyDistillError": "errors",
 }
 __all__ = sorted(_API)

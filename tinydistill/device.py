@@ -24,7 +24,8 @@ from torch import nn
 from tinydistill.errors import TinyDistillError
 
 if TYPE_CHECKING:
-    from tinydistill.teacher import LogitCache, Teacher
+    from tinydistill.logitcache import LogitCache
+    from tinydistill.teacher import Teacher
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -115,6 +115,58 @@ def _agreement(module: nn.Module, tokens: np.ndarray, lengths: np.ndarray, gold:
     return hits / max(len(gold), 1)
 
 
+class _Loop:
+    """The training loop's state, shared by `fit_module` and `fit_stream`: Adam steps, a held-out check every
+    `eval_every` steps and at the last (`evaluate`, else the negated recent loss) that keeps the best weights,
+    patience, the progress bar, and the history at the end. It draws no random numbers: the callers' batch order
+    and their RNG draws are theirs alone."""
+
+    def __init__(self, module: nn.Module, c: TrainConfig, total: int, eval_every: int, desc: str, progress: bool,
+                 evaluate: Callable[[], float] | None):
+        self.module, self.c, self.total, self.eval_every, self.desc, self.evaluate = (module, c, total, eval_every,
+                                                                                     desc, evaluate)
+        self.optimiser = torch.optim.Adam(module.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        self.best_score, self.best_step, self.best_state = -1.0, 0, copy.deepcopy(module.state_dict())
+        self.since_best, self.step = 0, 0
+        self.losses: list[float] = []
+        module.train()
+        self.bar = tqdm(total=total, desc=desc, disable=not progress, leave=False, unit="step")
+
+    @property
+    def done(self) -> bool:
+        return self.step >= self.total or self.since_best >= self.c.patience
+
+    def update(self, loss: torch.Tensor) -> None:
+        """One optimiser step on `loss`, then the held-out check when it is due."""
+        self.optimiser.zero_grad()
+        loss.backward()
+        self.optimiser.step()
+        self.losses.append(float(loss.detach()))
+        self.step += 1
+        self.bar.update(1)
+        if self.step % self.eval_every == 0 or self.step == self.total:
+            recent = float(np.mean(self.losses[-50:]))
+            score = self.evaluate() if self.evaluate is not None else -recent
+            self.bar.set_postfix(loss=f"{recent:.4f}", val=f"{score:.3f}")
+            # patience counts evaluations without a strict gain; on a tie the later weights are kept
+            self.since_best = 0 if score > self.best_score else self.since_best + 1
+            if score >= self.best_score:
+                self.best_score, self.best_step = score, self.step
+                self.best_state = copy.deepcopy(self.module.state_dict())
+
+    def finish(self, n_val: int) -> dict:
+        """Load the best weights, switch to eval mode; the history (`n_val` held-out rows)."""
+        self.bar.close()
+        self.module.load_state_dict(self.best_state)
+        self.module.eval()
+        history = {"steps": self.step, "best_step": self.best_step,
+                   "val_score": self.best_score if n_val else None, "val_size": int(n_val),
+                   "final_loss": float(np.mean(self.losses[-50:])) if self.losses else None}
+        log.info("%s: %d steps, best at %d, held-out score %s", self.desc, self.step, self.best_step,
+                 history["val_score"])
+        return history
+
+
 def fit_module(module: nn.Module, ids: Sequence[Sequence[int]], y: np.ndarray, c: TrainConfig,
                hard: np.ndarray | None = None, progress: bool = True, desc: str = "train") -> dict:
     """Train `module` in place on encoded texts; returns a history with the chosen step and score.
@@ -157,41 +209,18 @@ def _fit(module: nn.Module, ids: Sequence[Sequence[int]], y: np.ndarray, c: Trai
     steps_per_epoch = max(math.ceil(len(train) / c.batch_size), 1)
     total = min(max(c.epochs * steps_per_epoch, c.min_steps), c.max_steps)
     eval_every = min(max(steps_per_epoch, 50), 500)  # tiny label sets: not every 3 steps on 10 held-out texts
-    optimiser = torch.optim.Adam(module.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-    best_score, best_step, best_state = -1.0, 0, copy.deepcopy(module.state_dict())
-    since_best, step, losses = 0, 0, []
-    module.train()
-    bar = tqdm(total=total, desc=desc, disable=not progress, leave=False, unit="step")
-    while step < total:
+    loop = _Loop(module, c, total, eval_every, desc, progress,
+                 (lambda: _agreement(module, val_tokens, val_lengths, gold_val, device)) if n_val else None)
+    while loop.step < total:
         for rows in _batches(train, lengths, c.batch_size, rng):
             scores = module(*_batch(tokens, lengths, rows, device))
             index = rows if device is None else torch.from_numpy(rows).to(device)
-            loss = _loss(scores, target[index], hard_t[index] if hard_t is not None else None, c)
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            losses.append(float(loss.detach()))
-            step += 1
-            bar.update(1)
-            if step % eval_every == 0 or step == total:
-                recent = float(np.mean(losses[-50:]))
-                score = _agreement(module, val_tokens, val_lengths, gold_val, device) if n_val else -recent
-                bar.set_postfix(loss=f"{recent:.4f}", val=f"{score:.3f}")
-                # patience counts evaluations without a strict gain; on a tie the later weights are kept
-                since_best = 0 if score > best_score else since_best + 1
-                if score >= best_score:
-                    best_score, best_step, best_state = score, step, copy.deepcopy(module.state_dict())
-            if step >= total or since_best >= c.patience:
+            loop.update(_loss(scores, target[index], hard_t[index] if hard_t is not None else None, c))
+            if loop.done:
                 break
-        if since_best >= c.patience:
+        if loop.done:
             break
-    bar.close()
-    module.load_state_dict(best_state)
-    module.eval()
-    history = {"steps": step, "best_step": best_step, "val_score": best_score if n_val else None,
-               "val_size": int(n_val), "final_loss": float(np.mean(losses[-50:])) if losses else None}
-    log.info("%s: %d steps, best at %d, held-out score %s", desc, step, best_step, history["val_score"])
-    return history
+    return loop.finish(n_val)
 
 
 BLOCK_ROWS = 8192  # rows read, shuffled and length-bucketed together by the streaming trainer
@@ -242,40 +271,18 @@ def _fit_stream(module: nn.Module, source, encode, c: TrainConfig, progress: boo
     steps_per_epoch = max(sum(math.ceil(len(train_rows(s, e)) / c.batch_size) for s, e in blocks), 1)
     total = min(max(c.epochs * steps_per_epoch, c.min_steps), c.max_steps)
     eval_every = min(max(steps_per_epoch, 50), 500)
-    optimiser = torch.optim.Adam(module.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-    best_score, best_step, best_state = -1.0, 0, copy.deepcopy(module.state_dict())
-    since_best, step, losses = 0, 0, []
-    module.train()
-    bar = tqdm(total=total, desc=desc, disable=not progress, leave=False, unit="step")
-    while step < total and since_best < c.patience:
+    loop = _Loop(module, c, total, eval_every, desc, progress,
+                 (lambda: _agreement(module, val_tokens, val_lengths, gold_val)) if n_val else None)
+    while not loop.done:
         for b in rng.permutation(len(blocks)):
             start, stop = blocks[b]
             texts, logits = source.read(start, stop)
             tokens, lengths = pad_ids(encode(texts))
             target = torch.from_numpy(np.asarray(logits, dtype=np.float32))
             for rows in _batches(train_rows(start, stop), lengths, c.batch_size, rng):
-                loss = _loss(module(*_batch(tokens, lengths, rows)), target[rows], None, c)
-                optimiser.zero_grad()
-                loss.backward()
-                optimiser.step()
-                losses.append(float(loss.detach()))
-                step += 1
-                bar.update(1)
-                if step % eval_every == 0 or step == total:
-                    recent = float(np.mean(losses[-50:]))
-                    score = _agreement(module, val_tokens, val_lengths, gold_val) if n_val else -recent
-                    bar.set_postfix(loss=f"{recent:.4f}", val=f"{score:.3f}")
-                    since_best = 0 if score > best_score else since_best + 1
-                    if score >= best_score:
-                        best_score, best_step, best_state = score, step, copy.deepcopy(module.state_dict())
-                if step >= total or since_best >= c.patience:
+                loop.update(_loss(module(*_batch(tokens, lengths, rows)), target[rows], None, c))
+                if loop.done:
                     break
-            if step >= total or since_best >= c.patience:
+            if loop.done:
                 break
-    bar.close()
-    module.load_state_dict(best_state)
-    module.eval()
-    history = {"steps": step, "best_step": best_step, "val_score": best_score if n_val else None,
-               "val_size": int(n_val), "final_loss": float(np.mean(losses[-50:])) if losses else None}
-    log.info("%s: %d steps, best at %d, held-out score %s", desc, step, best_step, history["val_score"])
-    return history
+    return loop.finish(n_val)

@@ -39,7 +39,7 @@ from tinydistill.errors import TinyDistillError
 
 log = logging.getLogger(__name__)
 
-LOGITS = "logits.sqlite"  # the teacher-logit cache (teacher.LogitCache), under cache_root()
+LOGITS = "logits.sqlite"  # the teacher-logit cache (logitcache.LogitCache), under cache_root()
 
 STUDENT_FORMAT = "tinydistill-student"
 RUN_MARKER = "run.json"  # written by `pipeline.run` when it starts a run folder
@@ -109,6 +109,12 @@ def write_atomic(path: str | os.PathLike, data: str | bytes | Iterable[str], sin
         else:
             for part in data:
                 handle.write(part.encode("utf-8"))
+
+
+
+def write_json(path: str | os.PathLike, obj: dict) -> None:
+    """`obj` as indented JSON (numpy numbers as floats), written atomically."""
+    write_atomic(path, json.dumps(obj, indent=2, default=float))
 
 
 @contextmanager

@@ -11,9 +11,10 @@ from tinydistill.data import PAPER_DATASETS, load_paper_dataset
 from tinydistill.device import int8_guard, resolve_device
 from tinydistill.errors import TinyDistillError
 from tinydistill.folders import check_out_file, logit_cache_path, transfer_labels_path, write_transfer_file
-from tinydistill.pipeline import read_transfer
+from tinydistill.logitcache import LogitCache
 from tinydistill.shards import label_to_shards
-from tinydistill.teacher import LogitCache, Teacher
+from tinydistill.task import read_transfer
+from tinydistill.teacher import Teacher
 
 log = logging.getLogger(__name__)
 

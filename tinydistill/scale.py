@@ -1,6 +1,6 @@
 """Past one machine: labelling and augmentation on a Ray cluster (the ``scale`` extra; the core never imports this).
 
-Ray Data hands the planned shards (``tinydistill.shards.plan_shards``: file, row range, byte offset) to a pool
+Ray Data hands the planned shards (``tinydistill.sources.plan_shards``: file, row range, byte offset) to a pool
 of actors (``map_batches`` with a callable class): each actor loads the teacher once, then for each shard
 reads its rows from the input (any ``pyarrow.fs`` path), labels them with ``Teacher.logits`` exactly as the
 local engine does, and writes the Parquet shard itself. Only the small manifest entries come back to the

@@ -121,6 +121,26 @@ class _BodyLimit:
         await self.app(scope, limited, send)
 
 
+async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """A request of the wrong shape: 400 when the body is not JSON, else 422 naming the first wrong field."""
+    errors = [{k: v for k, v in e.items() if k not in ("input", "ctx", "url")} for e in exc.errors()]
+    if any(e["type"] == "json_invalid" for e in errors):
+        return JSONResponse({"error": "request body is not valid JSON"}, status_code=400)
+    first = errors[0] if errors else {"loc": ("body",), "type": "missing", "msg": ""}
+    where = ".".join(str(p) for p in first["loc"] if p != "body")
+    if not where and first["type"] in ("missing", "model_attributes_type"):  # no body, or not an object
+        message = 'expected a JSON object: {"text": "..."} or {"texts": ["...", ...]}'
+    else:
+        message = str(first["msg"]).removeprefix("Value error, ")
+        message = f"{where}: {message}" if where else message
+    return JSONResponse({"error": message, "detail": jsonable_encoder(errors)}, status_code=422)
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Every HTTP error (401, 404, 413, 500, ...) as `{"error": "<one line>"}`."""
+    return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+
 def create_app(model: runtime.Model, limits: Limits | None = None, token: str | None = None,
                min_confidence: float | None = None, max_unknown: float | None = None) -> FastAPI:
     """The FastAPI app serving `model`; `limits` default to `Limits()`; with `token`, every endpoint but
@@ -137,23 +157,8 @@ def create_app(model: runtime.Model, limits: Limits | None = None, token: str | 
     if token:
         app.add_middleware(_BearerToken, token=token)  # added last: runs first, before the body is read
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{k: v for k, v in e.items() if k not in ("input", "ctx", "url")} for e in exc.errors()]
-        if any(e["type"] == "json_invalid" for e in errors):
-            return JSONResponse({"error": "request body is not valid JSON"}, status_code=400)
-        first = errors[0] if errors else {"loc": ("body",), "type": "missing", "msg": ""}
-        where = ".".join(str(p) for p in first["loc"] if p != "body")
-        if not where and first["type"] in ("missing", "model_attributes_type"):  # no body, or not an object
-            message = 'expected a JSON object: {"text": "..."} or {"texts": ["...", ...]}'
-        else:
-            message = str(first["msg"]).removeprefix("Value error, ")
-            message = f"{where}: {message}" if where else message
-        return JSONResponse({"error": message, "detail": jsonable_encoder(errors)}, status_code=422)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+    app.exception_handler(RequestValidationError)(_invalid)
+    app.exception_handler(StarletteHTTPException)(_http_error)
 
     def answer(texts: list[str]) -> list[dict]:
         try:

@@ -19,11 +19,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from tinydistill import distill
+from tinydistill.cards import stamp, write_card
+from tinydistill.device import torch_threads
+from tinydistill.distill import TrainConfig, fit_module
 from tinydistill.errors import TinyDistillError
+from tinydistill.evaluate import fit_temperature
 from tinydistill.folders import check_hashes, check_out, hashes, replace_folder, staging
+from tinydistill.hub import push, resolve
 from tinydistill.labels import check_texts, encode_labels, logit_classes
 from tinydistill.runtime import FORMAT, read_config, softmax, why_unreadable  # torch-free: reads folders too
-from tinydistill.words import TokenizerConfig, Vocabulary
+from tinydistill.words import TokenizerConfig, Vocabulary, pad_ids
 
 log = logging.getLogger(__name__)
 
@@ -169,8 +175,6 @@ class Student:
         `vocab_texts` (default: `texts`), the transfer set in the pipeline. `hard` gives gold class indices
         into `classes_` (-1 where unknown) for the optional hard-label mix of `TrainConfig.alpha`.
         """
-        from tinydistill.distill import TrainConfig, fit_module
-
         check_texts(texts)
         y = np.asarray(y)
         if len(texts) != len(y):
@@ -191,24 +195,20 @@ class Student:
         One streaming pass counts the words for the vocabulary; training then reads one block at a time
         (``distill.fit_stream``), so memory does not grow with the transfer set.
         """
-        from tinydistill import distill
-
         if len(source) == 0:
             raise TinyDistillError("no texts to train on")
         classes_ = logit_classes(source.read(0, 1)[1].shape[1], classes)
-        size = distill.BLOCK_ROWS
+        size = distill.BLOCK_ROWS  # read at call time (tests shrink it)
         texts = (text for start in range(0, len(source), size)
                  for text in source.read(start, min(start + size, len(source)))[0])
         self._build(classes_, texts)
         self.history_ = distill.fit_stream(self.module_, source, self.vocab_.encode_batch,
-                                           self.train or distill.TrainConfig(), progress=progress,
+                                           self.train or TrainConfig(), progress=progress,
                                            desc=f"{self.model_type} distil")
         return self
 
     def _build(self, classes_: np.ndarray, vocab_texts: Iterable[str]) -> None:
         """The vocabulary from ``vocab_texts`` and a fresh module (seeded, optionally with word vectors)."""
-        from tinydistill.distill import TrainConfig
-
         if self.model_type not in ARCHITECTURES:
             raise TinyDistillError(f"unknown student {self.model_type!r}; expected one of {sorted(ARCHITECTURES)}")
         config_cls, module_cls = ARCHITECTURES[self.model_type]
@@ -228,9 +228,6 @@ class Student:
     @torch.no_grad()
     def logits(self, texts: Sequence[str], batch_size: int = 512) -> np.ndarray:
         """Raw scores, shape (n, classes); batches are sorted by length so padding stays small."""
-        from tinydistill.device import torch_threads
-        from tinydistill.words import pad_ids
-
         check_texts(texts)
         self.module_.eval()
         ids = self.vocab_.encode_batch(texts)
@@ -250,8 +247,6 @@ class Student:
     def calibrate(self, texts: Sequence[str], target) -> Student:
         """Fit the temperature of `predict_proba` on held-out texts: `target` holds their class indices into
         `classes_` (n,) or the probabilities to match (n, classes). The argmax, hence `predict`, does not change."""
-        from tinydistill.evaluate import fit_temperature
-
         self.temperature_ = fit_temperature(self.logits(texts), target)
         return self
 
@@ -276,8 +271,6 @@ class Student:
         existing student folder is replaced; anything else that is there is refused unless `overwrite`.
         """
         from safetensors.torch import save_file
-
-        from tinydistill.cards import stamp, write_card
 
         folder = check_out(folder, "student", overwrite, option="folder")
         state = self.module_.state_dict()
@@ -307,8 +300,6 @@ class Student:
         """Save to a temporary folder and upload it, model card included, to the Hub repo `repo_id`; the URL."""
         import tempfile
 
-        from tinydistill.hub import push
-
         with tempfile.TemporaryDirectory() as tmp:
             return push(self.save_pretrained(Path(tmp) / "model"), repo_id, token=token, private=private)
 
@@ -321,8 +312,6 @@ class Student:
         """
         from safetensors import SafetensorError
         from safetensors.torch import load_file
-
-        from tinydistill.hub import resolve
 
         folder = resolve(folder)
         meta = read_config(folder)

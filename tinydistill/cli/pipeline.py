@@ -165,7 +165,8 @@ def cmd_run(a: argparse.Namespace) -> None:
     with extra("train", "run"):  # torch, transformers: imported by the command that needs them
         from tinydistill.device import resolve_device
         from tinydistill.finetune import get_recipe
-        from tinydistill.pipeline import format_table, run
+        from tinydistill.pipeline import run
+        from tinydistill.report import format_table
 
     get_recipe(a.recipe, max_length=a.max_length)  # a bad name or length fails before any data is read
     for spec in (a.device, a.student_device):  # so does a device torch does not see

@@ -29,11 +29,12 @@ from tinydistill import evaluate, pipeline, pools
 from tinydistill.bases import resolve_teacher
 from tinydistill.config import RunConfig
 from tinydistill.errors import TinyDistillError
-from tinydistill.folders import logit_cache_path
+from tinydistill.folders import logit_cache_path, write_json
+from tinydistill.logitcache import LogitCache
 from tinydistill.paper import peers
 from tinydistill.paper.setup import Setup
-from tinydistill.pipeline import Task, write_json
-from tinydistill.teacher import Classifier, LogitCache, Teacher
+from tinydistill.task import Task, load_task
+from tinydistill.teacher import Classifier, Teacher
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ def run_one(dataset: str, labeled: int, seed: int, s: Setup, peers: Sequence[str
     results = pipeline.run(c, progress=s.progress)
     log.info("%s: %s", c.run_dir(), results["sizes"])
     folder = c.run_dir()
-    task = cache(lambda: pipeline.load_task(c))  # loaded again only when a peer or the reference needs it
+    task = cache(lambda: load_task(c))  # loaded again only when a peer or the reference needs it
 
     @cache
     def teacher_labels() -> list[int]:  # the pipeline put these logits in the cache: nothing is computed
@@ -215,11 +216,11 @@ def mean_std(values: Sequence[float]) -> dict:
 
 def teacher_run(dataset: str, labeled: int, seed: int, name: str, recipe: str, s: Setup) -> dict:
     """Fine-tune (or reuse) one teacher and score it on the test split; kept in `<run>/teacher-score.json`."""
-    base = s.base or pipeline.RunConfig()
+    base = s.base or RunConfig()
     c = replace(base, data=dataset, data_dir=s.data_dir or base.data_dir, labeled=labeled, seed=seed, teacher=name,
                 recipe=recipe, test_size=s.test_size or base.test_size,
                 out=str(run_folder(s, dataset, labeled, seed, name, recipe, base.max_length)))
-    task = pipeline.load_task(c, transfer=False)
+    task = load_task(c, transfer=False)
     teacher = pipeline.get_teacher(c, task, c.run_dir() / "teacher", s.progress)
     path, key = c.run_dir() / "teacher-score.json", pipeline.digest(teacher.fingerprint, task.test.texts)
     if path.exists() and json.loads(path.read_text()).get("key") == key:
@@ -236,5 +237,5 @@ def teacher_run(dataset: str, labeled: int, seed: int, name: str, recipe: str, s
               "score_threads": torch.get_num_threads(),
               "texts_per_s": evaluate.throughput(lambda b: teacher.logits(b, progress=False), task.test.texts,
                                                  batch_size=64, min_seconds=2.0, max_texts=512)}
-    pipeline.write_json(path, {"key": key, "record": record})
+    write_json(path, {"key": key, "record": record})
     return record

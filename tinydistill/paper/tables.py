@@ -21,6 +21,7 @@ import torch
 
 from tinydistill.config import RunConfig
 from tinydistill.finetune import Recipe
+from tinydistill.folders import write_json
 from tinydistill.paper.plots import plot_curves, plot_scatter
 from tinydistill.paper.reproduce import is_full_size, mean_std, run_one, summarize, teacher_run
 from tinydistill.paper.setup import (
@@ -33,7 +34,6 @@ from tinydistill.paper.setup import (
     dataset_spec,
     model_name,
 )
-from tinydistill.pipeline import write_json
 
 # The paper's figures (its Tables 2 and 3): F1 x 100, MCC x 100 for CoLA, with a BERT-base teacher.
 PAPER: dict[str, Any] = {
