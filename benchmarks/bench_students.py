@@ -1,0 +1,246 @@
+"""CBoW-class student variants distilled from the same teacher on the same transfer logits, side by side.
+
+    TINYDISTILL_DATA=../shared/data python benchmarks/bench_students.py runs/cal-sst2-s0 runs/cal-sst2-s1 \
+        --variants paper,wide,teacher16,teacher64 --out results/students-sst2
+
+Each argument is a run folder written by `tinydistill run` (its `config.resolved.json` names the data, seed and
+teacher): the teacher and its logits come from that run's folder and the logit cache, and the transfer texts,
+the calibration hold-out and the training settings are the run's, so every variant sees exactly what the run's
+CBoW-FFN saw. Only the student changes:
+
+- `paper`: the paper's CBoW-FFN (16-d embedding from GloVe's top principal directions, 64 hidden).
+- `wide`: the same with a 64-d embedding (GloVe 50d mapped up by a fixed orthonormal matrix).
+- `teacher16` / `teacher64`: the embedding starts from word vectors read out of the fine-tuned teacher itself
+  (model2vec's idea applied to the teacher that knows the task): each vocabulary word passed alone through the
+  teacher's encoder and pooled as its head reads it, reduced to the top principal directions.
+- `hidden128`: `teacher64` with 128 hidden units.
+- `bigram16`: `paper` whose mean also runs over hashed word-bigram embeddings (10,000 buckets).
+- `bilstm`: the library's BiLSTM, for reference.
+
+A variant may add an augmentation pool to the transfer set: `paper+glove` trains on the run's transfer texts and
+every text of the pool given as `--pool glove=DIR` (labelled by the run's teacher, through the logit cache);
+`paper+glove>0.9` keeps only the pool texts on which the teacher's top probability is at least 0.9.
+
+Prints and writes (`--out`.md/.json) per variant: the test metric, the teacher's, agreement with the teacher on
+the test texts and on the transfer texts it trained on, parameters and numpy-runtime texts/s (batched).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tinydistill import runtime
+from tinydistill.calibration import calibration_split
+from tinydistill.config import RunConfig
+from tinydistill.distill import TrainConfig, fit_module
+from tinydistill.evaluate import agreement, headline, scores
+from tinydistill.folders import logit_cache_path
+from tinydistill.logitcache import LogitCache
+from tinydistill.pipeline import get_teacher, word_vectors
+from tinydistill.pools import read_pool
+from tinydistill.runtime import softmax
+from tinydistill.students import CBoWConfig, Student
+from tinydistill.task import load_task
+from tinydistill.teacher import Teacher
+from tinydistill.words import TokenizerConfig, Vocabulary, pad_ids
+
+VARIANTS = {  # name: (embed_dim, hidden_dim, vectors from: "glove" | "teacher"); "bilstm": the library's BiLSTM
+    "paper": (16, 64, "glove"),
+    "wide": (64, 64, "glove"),
+    "teacher16": (16, 64, "teacher"),
+    "teacher64": (64, 64, "teacher"),
+    "hidden128": (64, 128, "teacher"),
+    "bigram16": (16, 64, "glove"),  # + hashed word bigrams (fastText's trick), BIGRAM_BUCKETS rows of their own
+    "bigram16t": (16, 64, "teacher"),
+    "bilstm": (0, 0, "glove"),
+}
+BIGRAM_BUCKETS = 10_000
+
+
+class BigramCBoW(torch.nn.Module):
+    """The CBoW-FFN whose mean also runs over hashed word-bigram embeddings (zero at the start, so training
+    begins from the unigram model)."""
+
+    def __init__(self, base: torch.nn.Module, buckets: int):
+        super().__init__()
+        self.embedding, self.ffn, self.buckets = base.embedding, base.ffn, buckets
+        self.bigrams = torch.nn.Embedding(buckets + 1, base.embedding.embedding_dim, padding_idx=0)
+        torch.nn.init.zeros_(self.bigrams.weight)
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        pairs = (ids[:, :-1] > 0) & (ids[:, 1:] > 0)
+        hashed = torch.where(pairs, (ids[:, :-1] * 1_000_003 + ids[:, 1:]) % self.buckets + 1, 0)
+        total = self.embedding(ids).sum(1) + self.bigrams(hashed).sum(1)
+        count = lengths + (lengths - 1).clamp(min=0)
+        return self.ffn(total / count.clamp(min=1).unsqueeze(1).to(total.dtype))
+
+
+@torch.inference_mode()
+def module_logits(module: torch.nn.Module, ids: list, batch_size: int = 512) -> np.ndarray:
+    module.eval()
+    out = []
+    for start in range(0, len(ids), batch_size):
+        tokens, lengths = pad_ids(ids[start:start + batch_size])
+        out.append(module(torch.from_numpy(tokens), torch.from_numpy(lengths)).numpy())
+    return np.concatenate(out)
+
+
+@torch.inference_mode()
+def teacher_word_vectors(teacher: Teacher, words: list[str], batch_size: int = 256) -> np.ndarray:
+    """Each word alone through the teacher's encoder, pooled the way its head reads it: (len(words), hidden)."""
+    model = teacher.model.members[0] if hasattr(teacher.model, "members") else teacher.model
+    model.eval()
+    out = []
+    for start in range(0, len(words), batch_size):
+        enc = teacher.tokenizer(words[start:start + batch_size], padding=True, truncation=True, max_length=16,
+                                return_tensors="pt")
+        out.append(model.embed(enc["input_ids"], enc["attention_mask"]).float().numpy())
+    return np.concatenate(out)
+
+
+def texts_per_s(student: Student, texts: list[str]) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        model = runtime.load(student.save_pretrained(Path(tmp) / "s"))
+        model.logits(texts[:256])
+        best = float("inf")
+        for _ in range(3):
+            started = time.perf_counter()
+            model.logits(texts)
+            best = min(best, time.perf_counter() - started)
+    return len(texts) / best
+
+
+def with_pool(spec: str, pools: dict[str, Path], teacher: Teacher, cache: LogitCache, texts: list[str],
+              logits: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """The transfer set of a variant: `texts` plus the pool `spec` names ("glove" or "glove>0.9"), if any."""
+    if not spec:
+        return texts, logits
+    name, _, floor = spec.partition(">")
+    extra = [t for t in read_pool(pools[name]) if t.strip()]
+    extra_logits = teacher.logits(extra, cache=cache, progress=True)
+    if floor:
+        keep = softmax(extra_logits).max(1) >= float(floor)
+        extra, extra_logits = [t for t, k in zip(extra, keep, strict=True) if k], extra_logits[keep]
+    print(f"pool {spec}: {len(extra)} texts", file=sys.stderr)
+    return texts + extra, np.concatenate([logits, extra_logits])
+
+
+def one_run(folder: Path, variants: list[str], pools: dict[str, Path]) -> list[dict]:
+    resolved = folder / "config.resolved.json"  # older run folders keep the config in results.json only
+    config = json.loads(resolved.read_text()) if resolved.exists() else \
+        json.loads((folder / "results.json").read_text())["config"]
+    c = RunConfig(**{k: v for k, v in config.items() if k in RunConfig.__dataclass_fields__})
+    task = load_task(c)
+    teacher = get_teacher(c, task, folder / "teacher", progress=False)
+    cache = LogitCache(logit_cache_path())
+    transfer_logits = teacher.logits(task.transfer, cache=cache, progress=False)
+    teacher_test = teacher.logits(task.test.texts, cache=cache, progress=False).argmax(1)
+    gold, k = np.asarray(task.test.labels), len(task.labeled.label_names)
+    held = set(calibration_split(task, transfer_logits, c.seed)[0])
+    keep = [i for i, t in enumerate(task.transfer) if t not in held]
+    texts, logits = [task.transfer[i] for i in keep], transfer_logits[keep]
+    train = TrainConfig(loss=c.loss, seed=c.seed)
+    glove = word_vectors(c.glove)
+    vocab = Vocabulary.build(texts, CBoWConfig().vocab_size, TokenizerConfig(max_length=CBoWConfig().max_length))
+    mine = None
+    if any(VARIANTS[v.partition("+")[0]][2] == "teacher" for v in variants):
+        started = time.perf_counter()
+        mine = (vocab.words, teacher_word_vectors(teacher, vocab.words))
+        print(f"{folder}: teacher word vectors for {len(vocab.words)} words in {time.perf_counter() - started:.1f} s",
+              file=sys.stderr)
+    teacher_row = {"variant": "teacher", **scores(gold, teacher_test, k)}
+    rows = [{"run": folder.name, **teacher_row, "headline": headline(task.metric, teacher_row)}]
+    sample = np.random.default_rng(c.seed).permutation(len(texts))[:5000]
+    for name in variants:
+        base, _, pool = name.partition("+")
+        dim, hidden, source = VARIANTS[base]
+        vectors = mine if source == "teacher" else glove
+        fit_texts, fit_logits = with_pool(pool, pools, teacher, cache, texts, logits)
+        started = time.perf_counter()
+        if base == "bilstm":
+            student = Student("bilstm", train=train, vectors=vectors)
+        else:
+            student = Student("cbow", config=CBoWConfig(embed_dim=dim, hidden_dim=hidden, n_classes=k), train=train,
+                              vectors=vectors)
+        if base.startswith("bigram"):  # not a library student (yet): trained and scored as a bare module
+            student._build(np.asarray(task.labeled.label_names), fit_texts)  # the vocabulary and the GloVe start
+            module = BigramCBoW(student.module_, BIGRAM_BUCKETS)
+            fit_module(module, student.vocab_.encode_batch(fit_texts), fit_logits, train, progress=False)
+            student.module_ = module
+            pred = module_logits(module, student.vocab_.encode_batch(task.test.texts)).argmax(1)
+        else:
+            student.fit(fit_texts, fit_logits, task.labeled.label_names, progress=False)
+            pred = student.logits(task.test.texts).argmax(1)
+        row = {"run": folder.name, "variant": name, **scores(gold, pred, k),
+               "agree_test": agreement(pred, teacher_test),
+               "agree_transfer": agreement(student.logits([texts[i] for i in sample]).argmax(1),
+                                           logits[sample].argmax(1)),
+               "params": student.n_parameters()["total"], "train_s": round(time.perf_counter() - started, 1),
+               "texts_per_s": None if base.startswith("bigram") else round(texts_per_s(student, task.test.texts))}
+        row["headline"] = headline(task.metric, row)
+        rows.append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+    return rows
+
+
+def pm(values: list[float], scale: float = 100.0) -> str:
+    mean = scale * statistics.mean(values)
+    return f"{mean:.1f}" + (f" ± {scale * statistics.stdev(values):.1f}" if len(values) > 1 else "")
+
+
+def table(rows: list[dict]) -> list[str]:
+    """One line per dataset and variant: means ± std over the runs that trained it."""
+    lines = ["| data | variant | runs | F1 | teacher | student - teacher | agree test | agree transfer | params "
+             "| texts/s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    teacher = {r["run"]: r["headline"] for r in rows if r["variant"] == "teacher"}
+    for data in dict.fromkeys(r["run"].split("-")[1] for r in rows):
+        variants = dict.fromkeys(r["variant"] for r in rows if r["variant"] != "teacher")
+        for name in variants:
+            mine = [r for r in rows if r["variant"] == name and r["run"].split("-")[1] == data]
+            if not mine:
+                continue
+            speed = [r["texts_per_s"] for r in mine if r["texts_per_s"]]
+            lines.append(
+                f"| {data} | {name} | {len(mine)} | {pm([r['headline'] for r in mine])} | "
+                f"{pm([teacher[r['run']] for r in mine])} | {pm([r['headline'] - teacher[r['run']] for r in mine])} | "
+                f"{pm([r['agree_test'] for r in mine])} | {pm([r['agree_transfer'] for r in mine])} | "
+                f"{mine[0]['params']:,} | {f'{statistics.median(speed):,.0f}' if speed else '-'} |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="*", type=Path, help="run folders of `tinydistill run`")
+    parser.add_argument("--variants", default="paper,teacher16,bigram16",
+                        help=f"comma list of {', '.join(VARIANTS)}, each optionally +POOL or +POOL>P "
+                        "(default: %(default)s)")
+    parser.add_argument("--rows", nargs="+", type=Path, default=[],
+                        help="tabulate the rows of earlier --out JSON files too (nothing is trained for them)")
+    parser.add_argument("--pool", action="append", default=[], metavar="NAME=DIR",
+                        help="an augmentation pool (`tinydistill augment`) that variants NAME+... add (repeatable)")
+    parser.add_argument("--out", type=Path, help="write OUT.json and OUT.md")
+    args = parser.parse_args()
+    pools = {name: Path(folder) for name, _, folder in (p.partition("=") for p in args.pool)}
+    variants = [v for v in args.variants.split(",") if v]
+    rows = [row for path in args.rows for row in json.loads(path.read_text())]
+    rows += [row for folder in args.runs for row in one_run(folder, variants, pools)]
+    rows = list({(r["run"], r["variant"]): r for r in rows}.values())  # a run and variant measured twice: the last
+    lines = table(rows)
+    print("\n".join(lines))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.with_suffix(".json").write_text(json.dumps(rows, indent=2))
+        args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
