@@ -595,6 +595,25 @@ def test_serve_drops_idle_connections(place):
             started = time.time()
             assert idle.recv(100) == b""  # closed by the server
             assert time.time() - started < 5
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as slow:  # a byte every half timeout
+            started = time.time()
+            closed = False
+            for byte in b"GET /health HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 100:
+                try:
+                    slow.sendall(bytes([byte]))
+                except OSError:
+                    closed = True
+                    break
+                time.sleep(0.5)
+                if time.time() - started > 15:
+                    break
+            if not closed:
+                slow.settimeout(5)
+                try:
+                    closed = slow.recv(100) == b""
+                except OSError:
+                    closed = True
+            assert closed and time.time() - started < 15  # the 4 s request deadline, not the 1 s idle timeout
     finally:
         server.send_signal(signal.SIGINT)
         server.wait(timeout=30)

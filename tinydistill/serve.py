@@ -202,12 +202,17 @@ def create_app(model: runtime.Model, limits: Limits | None = None, token: str | 
     return app
 
 
+REQUEST_DEADLINE = 4  # a request must arrive whole within this many idle timeouts (60 s with the default 15 s)
+
+
 def idle_timeout_protocol(seconds: float):
     """uvicorn's HTTP protocol (httptools, else h11), closing a connection that sends nothing for `seconds`
-    while no request of it is being answered.
+    while no request of it is being answered, or that takes over `REQUEST_DEADLINE` x `seconds` to send one
+    request.
 
     uvicorn times out only the wait between two requests (`timeout_keep_alive`): a client that connects and
-    sends nothing, or half a request, holds its connection (and a file descriptor) for ever otherwise.
+    sends nothing, or half a request, holds its connection (and a file descriptor) for ever otherwise; one that
+    trickles a byte just inside every idle timeout would too, without the deadline.
     """
     try:
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as Base
@@ -218,20 +223,31 @@ def idle_timeout_protocol(seconds: float):
         def connection_made(self, transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self._idle = self.loop.call_later(seconds, self._idle_check)
+            self._since: float | None = None  # when the request being received began to arrive
 
         def data_received(self, data: bytes) -> None:
             self._idle.cancel()
+            now = self.loop.time()
+            if self._since is None:
+                self._since = now
+            elif now - self._since > REQUEST_DEADLINE * seconds and not self._busy():
+                self.transport.close()
+                return
             super().data_received(data)
+            if self._busy() or self.transport.is_closing():  # a whole request reached the app (or a 4xx went out)
+                self._since = None
             self._idle = self.loop.call_later(seconds, self._idle_check)
 
         def connection_lost(self, exc) -> None:
             self._idle.cancel()
             super().connection_lost(exc)
 
-        def _idle_check(self) -> None:
+        def _busy(self) -> bool:
             cycle = getattr(self, "cycle", None)
-            busy = cycle is not None and not cycle.response_complete and not getattr(cycle, "more_body", False)
-            if busy:  # the app is working on a whole request: its answer is on the way
+            return cycle is not None and not cycle.response_complete and not getattr(cycle, "more_body", False)
+
+        def _idle_check(self) -> None:
+            if self._busy():  # the app is working on a whole request: its answer is on the way
                 self._idle = self.loop.call_later(seconds, self._idle_check)
             elif not self.transport.is_closing():
                 self.transport.close()

@@ -60,7 +60,8 @@ def register(sub) -> None:
     p.add_argument("--token", help="require 'Authorization: Bearer TOKEN' on every endpoint but /health (default: "
                    "$TINYDISTILL_TOKEN; set one when --host is not loopback)")
     p.add_argument("--idle-timeout", type=number(above=0), default=15.0,
-                   help="close a connection that sends nothing for this many seconds (default: %(default)s)")
+                   help="close a connection that sends nothing for this many seconds, or takes four times as long "
+                   "to send one request (default: %(default)s)")
     abstain_options(p)
     p.set_defaults(func=cmd_serve)
 
