@@ -28,7 +28,7 @@ from tinydistill import runtime
 from tinydistill.cli import main
 from tinydistill.distill import TrainConfig
 from tinydistill.errors import TinyDistillError
-from tinydistill.folders import folder_kind, locked, staging, write_atomic
+from tinydistill.folders import folder_kind, locked, make_room, staging, write_atomic
 from tinydistill.students import CBoWConfig, Student
 
 LABELS = ["neg", "pos"]
@@ -678,3 +678,19 @@ def test_what_a_killed_writer_left_is_swept_by_the_next_write(tmp_path):
     fresh = staging(tmp_path / "cbow")
     assert not any(p.exists() for p in leftovers)
     assert all(p.exists() for p in kept) and fresh.is_dir() and (tmp_path / "results.json").read_text() == "{}"
+
+
+def test_run_checks_its_parts_before_any_work_and_overwrite_reaches_them(place, tmp_path, capsys):
+    run = tmp_path / "run"
+    (run / "teacher").mkdir(parents=True)
+    (run / "run.json").write_text('{"format": "tinydistill-run", "version": 1}')
+    (run / "teacher" / "notes.txt").write_text("mine")
+    argv = ["-q", "run", "--data", str(place / "train.csv"), "--test", str(place / "test.csv"), "--out", str(run)]
+    assert main(argv) == 2  # refused at once: no data loaded, no teacher trained
+    assert f"{run / 'teacher'}: exists and is a folder that tinydistill did not write" in capsys.readouterr().err
+    assert (run / "teacher" / "notes.txt").exists()
+    # what --overwrite does to each part before the run fills it: a user's folder goes, a folder of the kind stays
+    assert make_room(run / "teacher", "teacher", overwrite=True) == run / "teacher"
+    assert not (run / "teacher").exists()
+    student = place / "run" / "students" / "cbow"
+    assert make_room(student, "student", overwrite=True) == student and (student / "config.json").exists()

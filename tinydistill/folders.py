@@ -262,6 +262,15 @@ def check_out(out: str | os.PathLike, kind: str, overwrite: bool = False, source
                            f"or {how} to replace it")
 
 
+def make_room(out: str | os.PathLike, kind: str, overwrite: bool = False) -> Path:
+    """`check_out` for a folder that is filled in place (a run folder and its parts) rather than swapped in
+    whole: with `overwrite`, what is at `out` and is not a `kind` folder is removed first. Returns `out`."""
+    out = check_out(out, kind, overwrite)
+    if overwrite and (out.exists() or out.is_symlink()) and folder_kind(out) != kind:
+        _remove(out)
+    return out
+
+
 def check_out_file(out: str | os.PathLike, overwrite: bool = False, ours: bool = False,
                    option: str = "--out") -> Path:
     """Refuse to write the file `out` over a folder, or over a file tinydistill did not write (`ours` says

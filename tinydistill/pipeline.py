@@ -29,7 +29,16 @@ from tinydistill.distill import TrainConfig
 from tinydistill.errors import TinyDistillError
 from tinydistill.evaluate import chance, ece, headline, scores
 from tinydistill.finetune import Recipe, get_recipe, self_train, train_teacher
-from tinydistill.folders import RUN_MARKER, cache_root, check_out, locked, logit_cache_path, write_atomic, write_json
+from tinydistill.folders import (
+    RUN_MARKER,
+    cache_root,
+    check_out,
+    locked,
+    logit_cache_path,
+    make_room,
+    write_atomic,
+    write_json,
+)
 from tinydistill.logitcache import LogitCache
 from tinydistill.report import (
     AGREEMENT_MAX,
@@ -185,9 +194,13 @@ def run(c: RunConfig, progress: bool = True, overwrite: bool = False) -> dict:
     for s in c.students:
         if s not in ARCHITECTURES:
             raise TinyDistillError(f"unknown student {s!r}; expected some of {sorted(ARCHITECTURES)}")
-    check_out(c.run_dir(), "run", overwrite)
+    run_dir = make_room(c.run_dir(), "run", overwrite)
+    # the parts, before any work: a refusal costs nothing, and --overwrite reaches them too
+    make_room(run_dir / "teacher", "teacher", overwrite)
+    for name in c.students:
+        for part in (name, f"{name}-nods") if c.nods else (name,):
+            make_room(run_dir / "students" / part, "student", overwrite)
     task = load_task(c)
-    run_dir = c.run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
     if not (run_dir / RUN_MARKER).exists():  # first, so that a run killed at once still left a run folder
         write_atomic(run_dir / RUN_MARKER, json.dumps({"format": "tinydistill-run", "version": 1}))
