@@ -18,7 +18,8 @@ CBoW-FFN saw. Only the student changes:
 - `bilstm`: the library's BiLSTM, for reference.
 
 A variant may add an augmentation pool to the transfer set: `paper+glove` trains on the run's transfer texts and
-every text of the pool given as `--pool glove=DIR` (labelled by the run's teacher, through the logit cache);
+every text of the pool given as `--pool glove=DIR` (or a text file, as `run --transfer` reads it), labelled by
+the run's teacher through the logit cache;
 `paper+glove>0.9` keeps only the pool texts on which the teacher's top probability is at least 0.9.
 
 Prints and writes (`--out`.md/.json) per variant: the test metric, the teacher's, agreement with the teacher on
@@ -46,10 +47,9 @@ from tinydistill.evaluate import agreement, headline, scores
 from tinydistill.folders import logit_cache_path
 from tinydistill.logitcache import LogitCache
 from tinydistill.pipeline import get_teacher, word_vectors
-from tinydistill.pools import read_pool
 from tinydistill.runtime import softmax
 from tinydistill.students import CBoWConfig, Student
-from tinydistill.task import load_task
+from tinydistill.task import load_task, read_transfer
 from tinydistill.teacher import Teacher
 from tinydistill.words import TokenizerConfig, Vocabulary, pad_ids
 
@@ -125,7 +125,7 @@ def with_pool(spec: str, pools: dict[str, Path], teacher: Teacher, cache: LogitC
     if not spec:
         return texts, logits
     name, _, floor = spec.partition(">")
-    extra = [t for t in read_pool(pools[name]) if t.strip()]
+    extra = [t for t in read_transfer(str(pools[name])) if t.strip()]
     extra_logits = teacher.logits(extra, cache=cache, progress=True)
     if floor:
         keep = softmax(extra_logits).max(1) >= float(floor)
@@ -226,7 +226,8 @@ def main() -> None:
     parser.add_argument("--rows", nargs="+", type=Path, default=[],
                         help="tabulate the rows of earlier --out JSON files too (nothing is trained for them)")
     parser.add_argument("--pool", action="append", default=[], metavar="NAME=DIR",
-                        help="an augmentation pool (`tinydistill augment`) that variants NAME+... add (repeatable)")
+                        help="extra unlabelled text that variants NAME+... add: an augmentation pool "
+                        "(`tinydistill augment`) or a file, as `run --transfer` takes them (repeatable)")
     parser.add_argument("--out", type=Path, help="write OUT.json and OUT.md")
     args = parser.parse_args()
     pools = {name: Path(folder) for name, _, folder in (p.partition("=") for p in args.pool)}
