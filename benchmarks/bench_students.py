@@ -23,7 +23,8 @@ the run's teacher through the logit cache;
 `paper+glove>0.9` keeps only the pool texts on which the teacher's top probability is at least 0.9.
 
 Prints and writes (`--out`.md/.json) per variant: the test metric, the teacher's, agreement with the teacher on
-the test texts and on the transfer texts it trained on, parameters and numpy-runtime texts/s (batched).
+the test texts and on the transfer texts it trained on, and parameters; the JSON rows also hold the numpy
+runtime's batched texts/s (the library students only), which only means something on an idle machine.
 """
 
 from __future__ import annotations
@@ -199,8 +200,8 @@ def pm(values: list[float], scale: float = 100.0) -> str:
 
 def table(rows: list[dict]) -> list[str]:
     """One line per dataset and variant: means ± std over the runs that trained it."""
-    lines = ["| data | variant | runs | F1 | teacher | student - teacher | agree test | agree transfer | params "
-             "| texts/s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| data | variant | runs | F1 | teacher | student - teacher | agree test | agree transfer | params |",
+             "|---|---|---|---|---|---|---|---|---|"]
     teacher = {r["run"]: r["headline"] for r in rows if r["variant"] == "teacher"}
     for data in dict.fromkeys(r["run"].split("-")[1] for r in rows):
         variants = dict.fromkeys(r["variant"] for r in rows if r["variant"] != "teacher")
@@ -208,12 +209,11 @@ def table(rows: list[dict]) -> list[str]:
             mine = [r for r in rows if r["variant"] == name and r["run"].split("-")[1] == data]
             if not mine:
                 continue
-            speed = [r["texts_per_s"] for r in mine if r["texts_per_s"]]
             lines.append(
                 f"| {data} | {name} | {len(mine)} | {pm([r['headline'] for r in mine])} | "
                 f"{pm([teacher[r['run']] for r in mine])} | {pm([r['headline'] - teacher[r['run']] for r in mine])} | "
                 f"{pm([r['agree_test'] for r in mine])} | {pm([r['agree_transfer'] for r in mine])} | "
-                f"{mine[0]['params']:,} | {f'{statistics.median(speed):,.0f}' if speed else '-'} |")
+                f"{mine[0]['params']:,} |")
     return lines
 
 
