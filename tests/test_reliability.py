@@ -28,7 +28,7 @@ from tinydistill import runtime
 from tinydistill.cli import main
 from tinydistill.distill import TrainConfig
 from tinydistill.errors import TinyDistillError
-from tinydistill.folders import folder_kind, locked, make_room, staging, write_atomic
+from tinydistill.folders import folder_kind, locked, make_room, staging, temp_prefix, write_atomic
 from tinydistill.students import CBoWConfig, Student
 
 LABELS = ["neg", "pos"]
@@ -667,9 +667,11 @@ def test_a_killed_run_resumes_to_the_same_results(place, tiny_bert, tmp_path, un
 
 def test_what_a_killed_writer_left_is_swept_by_the_next_write(tmp_path):
     dead, live = 999_999_999, 1  # no such process; init, always there
-    leftovers = [tmp_path / f".results.json.{dead}.k2j4.tmp", tmp_path / f".cbow.{dead}.x9.tmp",
-                 tmp_path / f".cbow.{dead}.77aa.old"]
-    kept = [tmp_path / f".results.json.{live}.a1.tmp", tmp_path / ".other.json.123.tmp"]
+    leftovers = [tmp_path / f"{temp_prefix('results.json', dead)}k2j4.tmp",
+                 tmp_path / f"{temp_prefix('cbow', dead)}x9.tmp", tmp_path / f"{temp_prefix('cbow', dead)}77aa.old"]
+    kept = [tmp_path / f"{temp_prefix('results.json', live)}a1.tmp",
+            tmp_path / f"{temp_prefix('other.json', dead)}1.tmp",
+            tmp_path / f".results.json.{dead}-elsewhere.b2.tmp"]  # another machine's writer, on a shared disk
     for path in leftovers[:1] + kept:
         path.write_text("half")
     for path in leftovers[1:]:

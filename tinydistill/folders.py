@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import time
 import uuid
@@ -64,10 +65,15 @@ def logit_cache_path() -> Path:
 # ------------------------------------------------------------------------------------------------ writing
 
 
-def _prefix(name: str) -> str:
-    """The start of a temporary name beside `name`: it carries the writer's process id, so that what a killed
-    writer left behind can be told from what a live one is writing."""
-    return f".{name}.{os.getpid()}."
+def _host() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
+
+
+def temp_prefix(name: str, pid: int | None = None) -> str:
+    """The start of a temporary name beside `name`: `.NAME.<pid>-<host>.`, the writer's process id and a tag of
+    its machine, so that what a killed writer left behind can be told from what a live one (on this machine or,
+    on a shared file system, on another) is writing."""
+    return f".{name}.{os.getpid() if pid is None else pid}-{_host()}."
 
 
 def _alive(pid: int) -> bool:
@@ -82,7 +88,7 @@ def _alive(pid: int) -> bool:
 
 def sweep_leftovers(parent: Path, name: str) -> None:
     """Remove the temporary files and folders beside `name` that a writer killed mid-write left behind
-    (`.NAME.<pid>.*.tmp` / `.old` of a process that is gone)."""
+    (`.NAME.<pid>-<host>.*.tmp` / `.old` of a process of this machine that is gone)."""
     try:
         entries = list(os.scandir(parent))
     except OSError:
@@ -91,8 +97,8 @@ def sweep_leftovers(parent: Path, name: str) -> None:
     for entry in entries:
         if not (entry.name.startswith(start) and entry.name.endswith((".tmp", ".old"))):
             continue
-        pid = entry.name[len(start):].split(".", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        pid, _, host = entry.name[len(start):].split(".", 1)[0].partition("-")
+        if host == _host() and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
             log.info("removing %s, left behind by a writer that was killed", Path(entry.path))
             _remove(Path(entry.path))
 
@@ -127,7 +133,7 @@ def atomic_output(path: str | os.PathLike, text: bool = False, single_writer: bo
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
     else:
         sweep_leftovers(path.parent, path.name)
-        fd, tmp = tempfile.mkstemp(prefix=_prefix(path.name), suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") if text else os.fdopen(fd, "wb") as handle:
             yield handle
@@ -142,7 +148,7 @@ def staging(folder: str | os.PathLike) -> Path:
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     sweep_leftovers(folder.parent, folder.name)
-    return Path(tempfile.mkdtemp(prefix=_prefix(folder.name), suffix=".tmp", dir=folder.parent))
+    return Path(tempfile.mkdtemp(prefix=temp_prefix(folder.name), suffix=".tmp", dir=folder.parent))
 
 
 def _remove(path: Path) -> None:
@@ -161,7 +167,7 @@ def replace_folder(tmp: str | os.PathLike, folder: str | os.PathLike) -> None:
     tmp, folder = Path(tmp), Path(folder)
     error: OSError | None = None
     for attempt in range(100):
-        aside = folder.with_name(f"{_prefix(folder.name)}{uuid.uuid4().hex[:8]}.old")
+        aside = folder.with_name(f"{temp_prefix(folder.name)}{uuid.uuid4().hex[:8]}.old")
         old: Path | None = aside
         try:
             folder.rename(aside)
