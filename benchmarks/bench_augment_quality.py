@@ -13,7 +13,8 @@ import json
 import logging
 import time
 
-from tinydistill.pipeline import RunConfig, run
+from tinydistill.config import RunConfig
+from tinydistill.pipeline import run
 
 
 def main() -> None:

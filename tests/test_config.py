@@ -9,7 +9,7 @@ from dataclasses import asdict, fields
 import pytest
 
 from tinydistill.cli import main, parse_args
-from tinydistill.pipeline import RunConfig
+from tinydistill.config import RunConfig
 
 TOML = """
 data = "reviews.csv"

@@ -8,7 +8,8 @@ import pytest
 from conftest import toy_texts
 
 from tinydistill.cli import main
-from tinydistill.pipeline import RunConfig, run
+from tinydistill.config import RunConfig
+from tinydistill.pipeline import run
 
 
 def write_csv(path, n, seed, label_names=("neg", "pos")):

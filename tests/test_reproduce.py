@@ -12,9 +12,9 @@ from conftest import toy_texts
 from tinydistill import data, evaluate, pipeline, report
 from tinydistill.cli import build_parser, main
 from tinydistill.cli import paper as paper_cli
+from tinydistill.config import RunConfig
 from tinydistill.paper import reproduce, tables
 from tinydistill.paper.setup import Setup
-from tinydistill.pipeline import RunConfig
 from tinydistill.task import load_task
 
 SIZES = (40, 120)  # the fake "sst2" paper sizes: 40 labels (Table 2, low resource) and 120 (high resource)
