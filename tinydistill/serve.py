@@ -151,8 +151,7 @@ def create_app(model: runtime.Model, limits: Limits | None = None, token: str | 
     app = FastAPI(title="tinydistill", version=__version__,
                   description=f"Text classification by a tinydistill {model.model_type} student "
                   f"(labels: {', '.join(model.classes_.astype(str))}). Limits: {limits.max_texts} texts and "
-                  f"{limits.max_bytes} "
-                  f"bytes per request; texts longer than {limits.max_chars} characters are cut.")
+                  f"{limits.max_bytes} bytes per request; texts longer than {limits.max_chars} characters are cut.")
     app.add_middleware(_BodyLimit, max_bytes=limits.max_bytes)
     if token:
         app.add_middleware(_BearerToken, token=token)  # added last: runs first, before the body is read
