@@ -53,7 +53,13 @@ def test_warnings_say_what_helps():
     assert warnings_for(results(0.88, {"cbow": 0.87, "bilstm": 0.86, "cbow-nods": 0.70})) == []
     lines = warnings_for(results(0.80, {"cbow": 0.76, "bilstm": 0.775}))
     assert len(lines) == 1 and lines[0].startswith("cbow is 4.0 F1 points below its teacher (76.0 against 80.0)")
-    assert "--students bilstm" in lines[0] and "tinydistill augment" in lines[0] and "--teacher mpnet-base" in lines[0]
+    assert "this run's BiLSTM (77.5 F1)" in lines[0] and "--students bilstm" not in lines[0]  # it trained one
+    assert "tinydistill augment" in lines[0] and "--teacher mpnet-base" in lines[0]
+    alone = warnings_for(results(0.80, {"cbow": 0.76}))  # no BiLSTM in the run: suggest one
+    assert "--students bilstm" in alone[0] and "this run's" not in alone[0]
+    strong = results(0.90, {"cbow": 0.80})
+    strong["rows"][0]["model"] = "teacher (mpnet-base)"
+    assert "--teacher mpnet-base" not in warnings_for(strong)[0]  # the stronger teacher taught already
     assert "`" not in lines[0]  # quoted as code in Markdown tables
     weak = warnings_for(results(0.03, {"cbow": -0.01, "bilstm": -0.02}, metric="mcc", floor=0.0))
     assert len(weak) == 3 and weak[0].startswith("the teacher scores 3.0 MCC (chance 0.0), within 5 points of chance")

@@ -118,13 +118,19 @@ def warnings_for(results: dict) -> list[str]:
         what = (f"{100 * teacher['headline']:.1f} {metric} (chance {100 * floor:.1f})" if near else
                 f"{100 * teacher['accuracy']:.1f}% accuracy (always answering the largest class: "
                 f"{100 * (floor_acc or 0.0):.1f}%)")
+        stronger = "more labels" if "mpnet-base" in teacher["model"] else f"{HINTS['teacher']} or more labels"
         out.append(f"the teacher scores {what}, within 5 points of chance: its students cannot learn what it does "
-                   f"not know; what usually helps: {HINTS['teacher']} or more labels")
+                   f"not know; what usually helps: {stronger}")
+    # hints for what this run already did are dropped: its BiLSTM is named instead, and mpnet-base when it taught
+    trained = {r["model"] for r in results["rows"][1:]} | ({"teacher"} if "mpnet-base" in teacher["model"] else set())
     for row in results["rows"][1:]:
         gap = teacher["headline"] - row["headline"]
         if row["model"].endswith("-nods") or gap <= 0.03:
             continue
-        hints = [HINTS[k] for k in ("bilstm", "transfer", "teacher") if k != row["model"]]
+        hints = [HINTS[k] for k in ("bilstm", "transfer", "teacher") if k != row["model"] and k not in trained]
+        bilstm = next((r for r in results["rows"] if r["model"] == "bilstm"), None)
+        if bilstm is not None and row is not bilstm and bilstm["headline"] > row["headline"]:
+            hints.insert(0, f"this run's BiLSTM ({100 * bilstm['headline']:.1f} {metric})")
         out.append(f"{row['model']} is {100 * gap:.1f} {metric} points below its teacher "
                    f"({100 * row['headline']:.1f} against {100 * teacher['headline']:.1f}); what usually helps: "
                    + ", ".join(hints))
