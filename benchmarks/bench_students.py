@@ -20,7 +20,17 @@ CBoW-FFN saw. Only the student changes:
 A variant may add an augmentation pool to the transfer set: `paper+glove` trains on the run's transfer texts and
 every text of the pool given as `--pool glove=DIR` (or a text file, as `run --transfer` reads it), labelled by
 the run's teacher through the logit cache;
-`paper+glove>0.9` keeps only the pool texts on which the teacher's top probability is at least 0.9.
+`paper+glove>0.9` keeps only the pool texts on which the teacher's top probability is at least 0.9. A pool path may
+hold `{run}` (the run folder's name), for pools made from each run's own texts.
+
+Small transfer sets: `--transfer-cap 3000` trains every variant on a seeded sample of 3,000 of the run's transfer
+texts (its rows are named `VARIANT@3000`), and `--dump-transfer DIR` writes that sample to `DIR/{run}.txt`, so that
+`tinydistill augment --data DIR/{run}.txt` grows a pool from what a user with 3,000 texts would have:
+
+    python benchmarks/bench_students.py runs/cal-sst2-s0 --transfer-cap 3000 --dump-transfer pools/cap3000 --variants ''
+    tinydistill augment --data pools/cap3000/cal-sst2-s0.txt --size 20000 --method glove --out pools/cal-sst2-s0-glove
+    python benchmarks/bench_students.py runs/cal-sst2-s0 --transfer-cap 3000 --pool "glove=pools/{run}-glove" \
+        --variants paper,paper+glove,bilstm,bilstm+glove
 
 Prints and writes (`--out`.md/.json) per variant: the test metric, the teacher's, agreement with the teacher on
 the test texts and on the transfer texts it trained on, and parameters; the JSON rows also hold the numpy
@@ -135,7 +145,8 @@ def with_pool(spec: str, pools: dict[str, Path], teacher: Teacher, cache: LogitC
     return texts + extra, np.concatenate([logits, extra_logits])
 
 
-def one_run(folder: Path, variants: list[str], pools: dict[str, Path]) -> list[dict]:
+def one_run(folder: Path, variants: list[str], pools: dict[str, str], cap: int | None = None,
+            dump: Path | None = None) -> list[dict]:
     resolved = folder / "config.resolved.json"  # older run folders keep the config in results.json only
     config = json.loads(resolved.read_text()) if resolved.exists() else \
         json.loads((folder / "results.json").read_text())["config"]
@@ -148,7 +159,13 @@ def one_run(folder: Path, variants: list[str], pools: dict[str, Path]) -> list[d
     gold, k = np.asarray(task.test.labels), len(task.labeled.label_names)
     held = set(calibration_split(task, transfer_logits, c.seed)[0])
     keep = [i for i, t in enumerate(task.transfer) if t not in held]
+    if cap is not None and cap < len(keep):  # a small transfer set: a seeded sample of the run's own
+        keep = sorted(np.random.default_rng(c.seed).choice(keep, cap, replace=False).tolist())
     texts, logits = [task.transfer[i] for i in keep], transfer_logits[keep]
+    if dump is not None:
+        dump.mkdir(parents=True, exist_ok=True)
+        (dump / f"{folder.name}.txt").write_text("".join(t.replace("\n", " ") + "\n" for t in texts))
+    paths = {name: Path(path.replace("{run}", folder.name)) for name, path in pools.items()}
     train = TrainConfig(loss=c.loss, seed=c.seed)
     glove = word_vectors(c.glove)
     vocab = Vocabulary.build(texts, CBoWConfig().vocab_size, TokenizerConfig(max_length=CBoWConfig().max_length))
@@ -165,7 +182,7 @@ def one_run(folder: Path, variants: list[str], pools: dict[str, Path]) -> list[d
         base, _, pool = name.partition("+")
         dim, hidden, source = VARIANTS[base]
         vectors = mine if source == "teacher" else glove
-        fit_texts, fit_logits = with_pool(pool, pools, teacher, cache, texts, logits)
+        fit_texts, fit_logits = with_pool(pool, paths, teacher, cache, texts, logits)
         started = time.perf_counter()
         if base == "bilstm":
             student = Student("bilstm", train=train, vectors=vectors)
@@ -181,7 +198,8 @@ def one_run(folder: Path, variants: list[str], pools: dict[str, Path]) -> list[d
         else:
             student.fit(fit_texts, fit_logits, task.labeled.label_names, progress=False)
             pred = student.logits(task.test.texts).argmax(1)
-        row = {"run": folder.name, "variant": name, **scores(gold, pred, k),
+        row = {"run": folder.name, "variant": name + (f"@{cap}" if cap else ""), **scores(gold, pred, k),
+               "transfer": len(fit_texts),
                "agree_test": agreement(pred, teacher_test),
                "agree_transfer": agreement(student.logits([texts[i] for i in sample]).argmax(1),
                                            logits[sample].argmax(1)),
@@ -198,10 +216,16 @@ def pm(values: list[float], scale: float = 100.0) -> str:
     return f"{mean:.1f}" + (f" ± {scale * statistics.stdev(values):.1f}" if len(values) > 1 else "")
 
 
+def transfer_cell(rows: list[dict]) -> str:
+    """The mean transfer set a variant trained on (rows measured before the count was kept show "-")."""
+    counts = [r["transfer"] for r in rows if "transfer" in r]
+    return f"{statistics.mean(counts):,.0f}" if counts else "-"
+
+
 def table(rows: list[dict]) -> list[str]:
     """One line per dataset and variant: means ± std over the runs that trained it."""
-    lines = ["| data | variant | runs | F1 | teacher | student - teacher | agree test | agree transfer | params |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| data | variant | runs | transfer texts | F1 | teacher | student - teacher | agree test | agree transfer"
+             " | params |", "|---|---|---|---|---|---|---|---|---|---|"]
     teacher = {r["run"]: r["headline"] for r in rows if r["variant"] == "teacher"}
     for data in dict.fromkeys(r["run"].split("-")[1] for r in rows):
         variants = dict.fromkeys(r["variant"] for r in rows if r["variant"] != "teacher")
@@ -210,7 +234,7 @@ def table(rows: list[dict]) -> list[str]:
             if not mine:
                 continue
             lines.append(
-                f"| {data} | {name} | {len(mine)} | {pm([r['headline'] for r in mine])} | "
+                f"| {data} | {name} | {len(mine)} | {transfer_cell(mine)} | {pm([r['headline'] for r in mine])} | "
                 f"{pm([teacher[r['run']] for r in mine])} | {pm([r['headline'] - teacher[r['run']] for r in mine])} | "
                 f"{pm([r['agree_test'] for r in mine])} | {pm([r['agree_transfer'] for r in mine])} | "
                 f"{mine[0]['params']:,} |")
@@ -229,11 +253,16 @@ def main() -> None:
                         help="extra unlabelled text that variants NAME+... add: an augmentation pool "
                         "(`tinydistill augment`) or a file, as `run --transfer` takes them (repeatable)")
     parser.add_argument("--out", type=Path, help="write OUT.json and OUT.md")
+    parser.add_argument("--transfer-cap", type=int, help="train on a seeded sample of this many of each run's "
+                        "transfer texts (before any pool)")
+    parser.add_argument("--dump-transfer", type=Path, metavar="DIR",
+                        help="write each run's (capped) transfer texts to DIR/RUN.txt, one a line, for `augment`")
     args = parser.parse_args()
-    pools = {name: Path(folder) for name, _, folder in (p.partition("=") for p in args.pool)}
+    pools = {name: folder for name, _, folder in (p.partition("=") for p in args.pool)}
     variants = [v for v in args.variants.split(",") if v]
     rows = [row for path in args.rows for row in json.loads(path.read_text())]
-    rows += [row for folder in args.runs for row in one_run(folder, variants, pools)]
+    rows += [row for folder in args.runs
+             for row in one_run(folder, variants, pools, args.transfer_cap, args.dump_transfer)]
     rows = list({(r["run"], r["variant"]): r for r in rows}.values())  # a run and variant measured twice: the last
     lines = table(rows)
     print("\n".join(lines))

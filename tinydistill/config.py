@@ -17,6 +17,7 @@ from tinydistill.errors import TinyDistillError, check_number
 STUDENTS = ("cbow", "bilstm", "cnn")  # the student architectures (students.ARCHITECTURES)
 LOSSES = ("mse", "kl")  # distillation losses (distill.TrainConfig.loss)
 AUGMENT_METHODS = ("glove", "mlm", "tang")  # transfer-set augmentation (augment.variant_maker)
+GROW_METHODS = ("glove", "tang")  # those that need no masked LM: what `run` may grow a small transfer set with
 
 
 @dataclass
@@ -29,6 +30,12 @@ class RunConfig:
     labeled: int | None = None  # T-train size; default the paper's (Table 1), or all labels of a user file
     transfer: list[str] = field(default_factory=list)  # extra unlabelled text: pool folders or files
     transfer_size: int | None = None  # cap on the transfer set (a seeded sample), for a quick run
+    # with a transfer set of fewer than `grow_below` texts the CBoW-FFN also trains on `grow_size` augmentation
+    # variants of them, labelled by the teacher ("glove" needs GloVe and `glove`; "tang"; "none": never); see
+    # results/students.md, small transfer sets
+    grow: str = "glove"
+    grow_below: int = 5_000
+    grow_size: int = 20_000
     test_size: int | None = None  # cap on the test split (one stratified sample, the same for every seed)
     # short name, local folder or hub id; $TINYDISTILL_TEACHER sets the default (the README's tests use a tiny one)
     teacher: str = field(default_factory=default_teacher)
@@ -55,6 +62,10 @@ class RunConfig:
         check_number("teacher_lr", self.teacher_lr, above=0, optional=True)
         check_number("max_length", self.max_length, "int", minimum=2, optional=True)
         check_number("seed", self.seed, "int", minimum=0)
+        check_number("grow_below", self.grow_below, "int", minimum=0)
+        check_number("grow_size", self.grow_size, "int", minimum=1)
+        if self.grow not in (*GROW_METHODS, "none"):
+            raise TinyDistillError(f"grow {self.grow!r}: expected one of {', '.join(GROW_METHODS)} or 'none'")
         if not self.students:
             raise TinyDistillError("students: expected at least one of cbow, bilstm, cnn")
         if self.loss not in ("mse", "kl"):

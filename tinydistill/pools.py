@@ -183,6 +183,13 @@ def read_pool(out_dir: str | os.PathLike) -> list[str]:
     return [line for shard in manifest["shards"] for line in _read_shard(_shard_path(out, shard))]
 
 
+def grow(texts: Sequence[str], root: Path, method: str, size: int, seed: int, progress: bool = True) -> list[str]:
+    """``size`` variants of ``texts`` by ``method``: a pool under ``root`` named after what it is made of, so that
+    a rerun reuses it (and resumes it after a kill) and other texts or settings make another."""
+    name = f"{method}-{_digest(chr(10).join([method, str(size), str(seed), *texts]), 8)}"
+    return read_pool(write_pool(texts, root / name, size, method, seed=seed, progress=progress))
+
+
 def augment_command(data: str, split: str, size: int, out: str, method: str = "glove", n: int = 20,
                     p: float = 0.4, k: int = 15, seed: int = 0, data_dir: str | None = None,
                     mlm: str | None = None, engine: str = "local", address: str | None = None,

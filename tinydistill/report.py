@@ -185,8 +185,13 @@ def format_table(results: dict) -> str:
                      f"{cell(r, 'agree_test', 100, 1)} | {cell(r, 'unknown_rate', 100, 1)} | {r['params']:,} | "
                      f"x{r['compression']:,.0f} | {speed} |")
     s = results["sizes"]
+    grown = results.get("grown")
     lines.append(f"\n{s['labeled']} labels, {s['transfer']:,} transfer texts, {s['test']:,} test texts "
                  f"({results['test_split']}); {results['seconds']:.0f} s")
+    if grown:
+        lines.append(f"A small transfer set: {', '.join(grown.get('students', []))} also trained on "
+                     f"{grown['texts']:,} {grown['method']} variants of the {grown['from']:,} transfer texts, labelled "
+                     "by the teacher (--grow none: not).")
     if s.get("calibration"):
         about = results.get("calibration", {}).get("about", "held-out texts")
         lines.append(f"ECE: expected calibration error on the test texts (15 bins); calibrated: with the temperature "

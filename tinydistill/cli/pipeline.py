@@ -28,7 +28,7 @@ from tinydistill.cli.options import (
     overwrite_option,
     scale_options,
 )
-from tinydistill.config import AUGMENT_METHODS, LOSSES, STUDENTS, RunConfig
+from tinydistill.config import AUGMENT_METHODS, GROW_METHODS, LOSSES, STUDENTS, RunConfig
 from tinydistill.folders import check_out
 
 RECIPE_HELP = ("teacher fine-tuning recipe: strong (default), strong-early-stop (holds 20%% of the labels out, keeps "
@@ -61,9 +61,17 @@ RUN_OPTIONS: dict[str, dict] = {
                  "shard folder from `label --out DIR` (streamed when this run's teacher wrote it, else its texts "
                  "are labelled again) (repeatable); the training split without labels is always included"},
     "transfer_size": {"type": SIZE, "help": "cap the transfer set at a seeded sample of this size"},
+    "grow": {"choices": [*GROW_METHODS, "none"], "help": "with a small transfer set (under --grow-below texts) the "
+             "CBoW-FFN also trains on --grow-size augmentation variants of its texts, labelled by the teacher: "
+             "TinyBERT's GloVe-neighbour replacement (glove, needs GloVe), Tang et al.'s operations (tang), or none "
+             "(default: %(default)s)"},
+    "grow_below": {"type": number("int", minimum=0), "help": "what counts as a small transfer set: fewer texts "
+                   "than this (default: %(default)s)"},
+    "grow_size": {"type": SIZE, "help": "variants added to a small transfer set (default: %(default)s)"},
     "nods": {"help": "skip the no-distillation twins"},
     "loss": {"choices": LOSSES, "help": "distillation loss (the paper: mse)"},
-    "glove": {"help": "random initial student embeddings instead of GloVe"},
+    "glove": {"help": "random initial student embeddings instead of GloVe (and no GloVe variants for a small "
+              "transfer set)"},
     "speed": {"help": "skip throughput/latency timing"},
     "out": {"help": "run folder (default: %(default)s)"},
     "device": {"help": DEVICE_HELP},

@@ -53,7 +53,7 @@ def run_config(dataset: str, labeled: int, seed: int, s: Setup, speed: bool = Tr
     size = s.transfer_size(dataset)
     return replace(base, data=dataset, data_dir=data_dir, labeled=labeled, seed=seed, teacher=teacher,
                    students=list(s.students), transfer=[*base.transfer, *pool(dataset, size, data_dir, s)],
-                   transfer_size=size, test_size=s.test_size or base.test_size,
+                   transfer_size=size, test_size=s.test_size or base.test_size, grow="none",
                    out=str(run_folder(s, dataset, labeled, seed, teacher, base.recipe, base.max_length)),
                    speed=speed and base.speed)
 
