@@ -82,8 +82,12 @@ def test_table3_low_and_high(first):
     rows = {(r["labeled"], r["model"]): r for r in result["summary"]}
     assert {n for n, _ in rows} == set(SIZES) and len(rows[(120, "cbow-nods")]["headline"]["values"]) == 2
     md = open(result["markdown"]).read()
-    assert "| model | ours, 40 labels | paper, 200 labels | ours, 120 labels | paper, 6920 labels |" in md
+    assert ("| model | ours, 40 labels | paper, 200 labels | agree transfer | agree test | ours, 120 labels | "
+            "paper, 6920 labels | agree transfer | agree test |") in md
     assert "| CBoW-FFN NoDs |" in md and "| 62.8 |" in md and "| 81.2 |" in md
+    cbow = next(line for line in md.splitlines() if line.startswith("| CBoW-FFN |")).split(" | ")
+    agree = rows[(40, "cbow")]["agree_test"]["mean"]  # the distilled student's agreement with its teacher, measured
+    assert 0 < agree <= 1 and cbow[4].startswith(f"{100 * agree:.1f}")
 
 
 def test_curves_write_png(first, setup):
