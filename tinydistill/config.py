@@ -30,9 +30,9 @@ class RunConfig:
     labeled: int | None = None  # T-train size; default the paper's (Table 1), or all labels of a user file
     transfer: list[str] = field(default_factory=list)  # extra unlabelled text: pool folders or files
     transfer_size: int | None = None  # cap on the transfer set (a seeded sample), for a quick run
-    # with a transfer set of fewer than `grow_below` texts the CBoW-FFN also trains on `grow_size` augmentation
+    # with a transfer set of fewer than `grow_below` texts the CBoW-FFN and BiLSTM train on `grow_size` augmentation
     # variants of them, labelled by the teacher ("glove" needs GloVe and `glove`; "tang"; "none": never); see
-    # results/students.md, small transfer sets
+    # results/students-small.md
     grow: str = "glove"
     grow_below: int = 5_000
     grow_size: int = 20_000

@@ -62,9 +62,9 @@ RUN_OPTIONS: dict[str, dict] = {
                  "are labelled again) (repeatable); the training split without labels is always included"},
     "transfer_size": {"type": SIZE, "help": "cap the transfer set at a seeded sample of this size"},
     "grow": {"choices": [*GROW_METHODS, "none"], "help": "with a small transfer set (under --grow-below texts) the "
-             "CBoW-FFN also trains on --grow-size augmentation variants of its texts, labelled by the teacher: "
-             "TinyBERT's GloVe-neighbour replacement (glove, needs GloVe), Tang et al.'s operations (tang), or none "
-             "(default: %(default)s)"},
+             "CBoW-FFN and the BiLSTM also train on --grow-size augmentation variants of its texts, labelled by the "
+             "teacher: TinyBERT's GloVe-neighbour replacement (glove, needs GloVe), Tang et al.'s operations (tang), "
+             "or none (default: %(default)s)"},
     "grow_below": {"type": number("int", minimum=0), "help": "what counts as a small transfer set: fewer texts "
                    "than this (default: %(default)s)"},
     "grow_size": {"type": SIZE, "help": "variants added to a small transfer set (default: %(default)s)"},
