@@ -189,7 +189,9 @@ def test_a_small_transfer_set_grows_by_variants_of_its_own_texts(files, tiny_ber
     assert results["grown"] == {"method": "glove", "from": 180, "texts": 300, "students": ["cbow"]}
     assert results["sizes"]["transfer"] == 200  # the transfer set itself, as before
     assert "cbow also trained on 300 glove variants of the 180 transfer" in (tmp_path / "g" / "results.md").read_text()
-    assert "a small transfer set (180 texts, under --grow-below 5000): the CBoW-FFN and the BiLSTM" in caplog.text
+    assert "a small transfer set (180 texts, under --grow-below 5000): cbow also trains on 300 glove" in caplog.text
+    card = (tmp_path / "g" / "students" / "cbow" / "README.md").read_text()
+    assert "200 texts labelled by the teacher, plus 300 augmentation variants of them" in card
     (pool,) = (tmp_path / "g" / "pool").iterdir()
     assert len(read_transfer(str(pool))) == 300
     assert results["rows"][1]["accuracy"] >= 0.7

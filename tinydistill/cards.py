@@ -10,6 +10,7 @@ written as far as they are known:
     teacher, recipe, teacher_params, teacher_scores
     data, test, text_column, label_column, language, dataset_id
     labeled, transfer, classes    labelled examples the teacher saw, transfer-set texts, label count
+    variants                      augmentation variants of the transfer texts it also trained on (a small set grown)
     scores                        test scores: {"metric", "headline", "accuracy", "macro_f1", "f1", "mcc", "test"}
     agreement                     share of test texts where the student's label is the teacher's
     params, texts_per_s, latency_ms
@@ -149,7 +150,8 @@ def model_card(meta: dict, kind: str = "student") -> str:
     if p.get("labeled") is not None:
         rows.append(("labelled examples", f"{p['labeled']:,}"))
     if p.get("transfer") is not None:
-        rows.append(("transfer set", f"{p['transfer']:,} texts labelled by the teacher"))
+        grown = f", plus {p['variants']:,} augmentation variants of them" if p.get("variants") else ""
+        rows.append(("transfer set", f"{p['transfer']:,} texts labelled by the teacher{grown}"))
     if p.get("scores"):
         rows.append(("test scores", _score_line(p["scores"])))
     if p.get("teacher_scores") and kind == "student":

@@ -276,9 +276,10 @@ def _grow(c: RunConfig, texts: list[str], labeller: Teacher, run_dir: Path,
         log.info("a small transfer set (%d texts) is not grown: GloVe is %s (--grow tang grows it without)",
                  len(texts), "switched off" if not c.glove else "not installed")
         return None
-    log.info("a small transfer set (%d texts, under --grow-below %d): the CBoW-FFN and the BiLSTM also train on %d "
-             "%s variants of its texts, labelled by the teacher (--grow none: not)", len(texts), c.grow_below,
-             c.grow_size, c.grow)
+    students = [name for name in c.students if name in GROWN]
+    log.info("a small transfer set (%d texts, under --grow-below %d): %s also train%s on %d %s variants of its "
+             "texts, labelled by the teacher (--grow none: not)", len(texts), c.grow_below, " and ".join(students),
+             "s" if len(students) == 1 else "", c.grow_size, c.grow)
     pool = grow(texts, run_dir / "pool", c.grow, c.grow_size, c.seed, progress)
     return pool, labeller.logits(pool, cache=LogitCache(logit_cache_path()), progress=progress)
 

@@ -90,11 +90,13 @@ def record_provenance(c: RunConfig, task: Task, results: dict, run_dir: Path, na
     update_provenance(run_dir / "teacher", {
         **common, "method": "fine-tuned teacher", "params": teacher["params"], "scores": _card_scores(
             teacher, metric, test), "texts_per_s": teacher.get("texts_per_s"), "latency_ms": teacher.get("latency_ms")})
+    grown = results.get("grown") or {}
     for name, row in zip(names, rows[1:]):
         nods = name.endswith("-nods")
         update_provenance(run_dir / "students" / name, {
             **common, "method": "labels only (NoDs)" if nods else "distilled", "teacher_params": teacher["params"],
             "transfer": None if nods else len(task.transfer), "scores": _card_scores(row, metric, test),
+            "variants": grown["texts"] if name in grown.get("students", ()) else None,
             "teacher_scores": _card_scores(teacher, metric, test), "agreement": row.get("agree_test"),
             "agreement_transfer": row.get("agree_transfer"), "temperature": row.get("temperature"),
             "params": row["params"], "texts_per_s": row.get("texts_per_s"), "latency_ms": row.get("latency_ms")})
