@@ -186,8 +186,8 @@ def read_pool(out_dir: str | os.PathLike) -> list[str]:
 def grow(texts: Sequence[str], root: Path, method: str, size: int, seed: int, progress: bool = True) -> list[str]:
     """``size`` variants of ``texts`` by ``method``: a pool under ``root`` named after what it is made of, so that
     a rerun reuses it (and resumes it after a kill) and other texts or settings make another."""
-    name = f"{method}-{_digest(chr(10).join([method, str(size), str(seed), *texts]), 8)}"
-    return read_pool(write_pool(texts, root / name, size, method, seed=seed, progress=progress))
+    key = _digest("\n".join([method, str(size), str(seed), *texts]), 8)
+    return read_pool(write_pool(texts, root / f"{method}-{key}", size, method, seed=seed, progress=progress))
 
 
 def augment_command(data: str, split: str, size: int, out: str, method: str = "glove", n: int = 20,
