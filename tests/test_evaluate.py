@@ -57,6 +57,10 @@ def test_warnings_say_what_helps():
     assert "tinydistill augment" in lines[0] and "--teacher mpnet-base" in lines[0]
     alone = warnings_for(results(0.80, {"cbow": 0.76}))  # no BiLSTM in the run: suggest one
     assert "--students bilstm" in alone[0] and "this run's" not in alone[0]
+    grown = results(0.80, {"cbow": 0.76})  # a small transfer set grown already: augmenting is not the advice
+    grown["grown"] = {"method": "glove", "from": 3000, "texts": 20000, "students": ["cbow"]}
+    assert "tinydistill augment" not in warnings_for(grown)[0]
+    assert "more unlabelled text of your own (--transfer FILE" in warnings_for(grown)[0]
     strong = results(0.90, {"cbow": 0.80})
     strong["rows"][0]["model"] = "teacher (mpnet-base)"
     assert "--teacher mpnet-base" not in warnings_for(strong)[0]  # the stronger teacher taught already

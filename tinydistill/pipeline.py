@@ -254,10 +254,10 @@ def _run(c: RunConfig, task: Task, run_dir: Path, progress: bool) -> dict:
     rows += student_rows(models, task, seen_texts, seen_teacher, teacher_pred)
     if c.speed:
         measure_speed(rows, teacher, models, task.test.texts, run_dir / "students")
+    record = {"method": c.grow, "from": len(keep), "texts": len(grown[0]),
+              "students": [name for name in c.students if name in GROWN]} if grown else None
     results = _results(c, task, rows, teacher, {"labelling": labelling, "students": train_cfg.device},
-                       len(task.transfer) + sum(len(s) for s in streamed), (len(cal_texts), cal_method))
-    results["grown"] = {"method": c.grow, "from": len(keep), "texts": len(grown[0]),
-                        "students": [name for name in c.students if name in GROWN]} if grown else None
+                       len(task.transfer) + sum(len(s) for s in streamed), (len(cal_texts), cal_method), record)
     results["seconds"] = round(time.time() - started, 1)
     results["command"] = command_line(c)
     write_json(run_dir / "results.json", results)
@@ -277,9 +277,9 @@ def _grow(c: RunConfig, texts: list[str], labeller: Teacher, run_dir: Path,
                  len(texts), "switched off" if not c.glove else "not installed")
         return None
     students = [name for name in c.students if name in GROWN]
-    log.info("a small transfer set (%d texts, under --grow-below %d): %s also train%s on %d %s variants of its "
+    log.info("a small transfer set (%d texts, under --grow-below %d): %s also train%s on %s %s variants of its "
              "texts, labelled by the teacher (--grow none: not)", len(texts), c.grow_below, " and ".join(students),
-             "s" if len(students) == 1 else "", c.grow_size, c.grow)
+             "s" if len(students) == 1 else "", f"{c.grow_size:,}", c.grow)
     pool = grow(texts, run_dir / "pool", c.grow, c.grow_size, c.seed, progress)
     return pool, labeller.logits(pool, cache=LogitCache(logit_cache_path()), progress=progress)
 
@@ -339,19 +339,21 @@ def _students(c: RunConfig, task: Task, run_dir: Path, train_cfg: TrainConfig,
 
 
 def _results(c: RunConfig, task: Task, rows: list[dict[str, Any]], teacher: Teacher, hardware: dict, transfer: int,
-             calibration: tuple[int, str]) -> dict:
-    """The results record (what results.json holds, less `seconds` and `command`), warnings logged."""
+             calibration: tuple[int, str], grown: dict | None = None) -> dict:
+    """The results record (what results.json holds, less `seconds` and `command`), warnings logged; `grown`: what
+    a small transfer set was grown by (`_grow`), if it was."""
     gold, n_classes = np.asarray(task.test.labels), len(task.labeled.label_names)
     teacher_params = rows[0]["params"]
     for row in rows:
         row["compression"] = teacher_params / row["params"]
         row["headline"] = headline(task.metric, row)
     n_cal, cal_method = calibration
-    results = {"config": asdict(c), "metric": task.metric, "sizes": {
+    results: dict[str, Any] = {"config": asdict(c), "metric": task.metric, "sizes": {
         "labeled": len(task.labeled), "transfer": transfer, "test": len(task.test), "calibration": n_cal},
         "test_split": task.test.source, "rows": rows,
         "calibration": {"method": cal_method, "texts": n_cal, "about": CALIBRATION_METHODS[cal_method]},
-        "chance": chance(task.metric, gold, n_classes), "chance_accuracy": chance("accuracy", gold, n_classes),
+        "grown": grown, "chance": chance(task.metric, gold, n_classes),
+        "chance_accuracy": chance("accuracy", gold, n_classes),
         "hardware": {"teacher_training": {k: (teacher.info.get("training") or {}).get(k, default) for k, default in
                                           (("device", "cpu"), ("precision", "fp32"))}, **hardware}}
     warnings = warnings_for(results)

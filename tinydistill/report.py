@@ -104,6 +104,7 @@ def record_provenance(c: RunConfig, task: Task, results: dict, run_dir: Path, na
 
 HINTS = {"bilstm": "the BiLSTM student (--students bilstm)",
          "transfer": "more transfer text (tinydistill augment --data DATA --out POOL, then run with --transfer POOL)",
+         "grown": "more unlabelled text of your own (--transfer FILE; this run already added augmentation variants)",
          "teacher": "a stronger teacher (--teacher mpnet-base)"}
 
 
@@ -129,7 +130,9 @@ def warnings_for(results: dict) -> list[str]:
         gap = teacher["headline"] - row["headline"]
         if row["model"].endswith("-nods") or gap <= 0.03:
             continue
-        hints = [HINTS[k] for k in ("bilstm", "transfer", "teacher") if k != row["model"] and k not in trained]
+        grown = row["model"] in (results.get("grown") or {}).get("students", ())
+        hints = [HINTS["grown" if k == "transfer" and grown else k] for k in ("bilstm", "transfer", "teacher")
+                 if k != row["model"] and k not in trained]
         bilstm = next((r for r in results["rows"] if r["model"] == "bilstm"), None)
         if bilstm is not None and row is not bilstm and bilstm["headline"] > row["headline"]:
             hints.insert(0, f"this run's BiLSTM ({100 * bilstm['headline']:.1f} {metric})")
