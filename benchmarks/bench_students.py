@@ -16,6 +16,8 @@ CBoW-FFN saw. Only the student changes:
 - `hidden128`: `teacher64` with 128 hidden units.
 - `bigram16`: `paper` whose mean also runs over hashed word-bigram embeddings (10,000 buckets).
 - `bilstm`: the library's BiLSTM, for reference.
+- `model2vec`: not a student: the model2vec peer of Table 2 (the packaged MiniLM's static vectors) trained on the
+  teacher's hard labels of the same transfer texts, the comparison issue 16 asks the CBoW-class students to beat.
 
 A variant may add an augmentation pool to the transfer set: `paper+glove` trains on the run's transfer texts and
 every text of the pool given as `--pool glove=DIR` (or a text file, as `run --transfer` reads it), labelled by
@@ -57,10 +59,12 @@ from tinydistill.distill import TrainConfig, fit_module
 from tinydistill.evaluate import agreement, headline, scores
 from tinydistill.folders import logit_cache_path
 from tinydistill.logitcache import LogitCache
-from tinydistill.pipeline import get_teacher, word_vectors
+from tinydistill.paper.peers import Model2Vec
+from tinydistill.paper.setup import DATASETS
+from tinydistill.pipeline import choose_labeller, get_teacher, word_vectors
 from tinydistill.runtime import softmax
 from tinydistill.students import CBoWConfig, Student
-from tinydistill.task import load_task, read_transfer
+from tinydistill.task import Task, load_task, read_transfer
 from tinydistill.teacher import Teacher
 from tinydistill.words import TokenizerConfig, Vocabulary, pad_ids
 
@@ -73,6 +77,7 @@ VARIANTS = {  # name: (embed_dim, hidden_dim, vectors from: "glove" | "teacher")
     "bigram16": (16, 64, "glove"),  # + hashed word bigrams (fastText's trick), BIGRAM_BUCKETS rows of their own
     "bigram16t": (16, 64, "teacher"),
     "bilstm": (0, 0, "glove"),
+    "model2vec": (0, 0, "glove"),  # not a student: the model2vec peer on the teacher's hard labels, as in Table 2
 }
 BIGRAM_BUCKETS = 10_000
 
@@ -154,6 +159,7 @@ def one_run(folder: Path, variants: list[str], pools: dict[str, str], cap: int |
     task = load_task(c)
     teacher = get_teacher(c, task, folder / "teacher", progress=False)
     cache = LogitCache(logit_cache_path())
+    teacher = choose_labeller(c, teacher, task, cache)[0]  # the run's own precision (int8 where its guard passed)
     transfer_logits = teacher.logits(task.transfer, cache=cache, progress=False)
     teacher_test = teacher.logits(task.test.texts, cache=cache, progress=False).argmax(1)
     gold, k = np.asarray(task.test.labels), len(task.labeled.label_names)
@@ -176,7 +182,7 @@ def one_run(folder: Path, variants: list[str], pools: dict[str, str], cap: int |
         print(f"{folder}: teacher word vectors for {len(vocab.words)} words in {time.perf_counter() - started:.1f} s",
               file=sys.stderr)
     teacher_row = {"variant": "teacher", **scores(gold, teacher_test, k)}
-    rows = [{"run": folder.name, **teacher_row, "headline": headline(task.metric, teacher_row)}]
+    rows = [{"run": folder.name, "data": c.data, **teacher_row, "headline": headline(task.metric, teacher_row)}]
     sample = np.random.default_rng(c.seed).permutation(len(texts))[:5000]
     for name in variants:
         base, _, pool = name.partition("+")
@@ -184,6 +190,10 @@ def one_run(folder: Path, variants: list[str], pools: dict[str, str], cap: int |
         vectors = mine if source == "teacher" else glove
         fit_texts, fit_logits = with_pool(pool, paths, teacher, cache, texts, logits)
         started = time.perf_counter()
+        if base == "model2vec":
+            rows.append(peer_row(folder.name, c, name + (f"@{cap}" if cap else ""), task, fit_texts, fit_logits,
+                                 teacher_test, [texts[i] for i in sample], logits[sample].argmax(1), started))
+            continue
         if base == "bilstm":
             student = Student("bilstm", train=train, vectors=vectors)
         else:
@@ -198,8 +208,8 @@ def one_run(folder: Path, variants: list[str], pools: dict[str, str], cap: int |
         else:
             student.fit(fit_texts, fit_logits, task.labeled.label_names, progress=False)
             pred = student.logits(task.test.texts).argmax(1)
-        row = {"run": folder.name, "variant": name + (f"@{cap}" if cap else ""), **scores(gold, pred, k),
-               "transfer": len(fit_texts),
+        row = {"run": folder.name, "data": c.data, "variant": name + (f"@{cap}" if cap else ""),
+               **scores(gold, pred, k), "transfer": len(fit_texts),
                "agree_test": agreement(pred, teacher_test),
                "agree_transfer": agreement(student.logits([texts[i] for i in sample]).argmax(1),
                                            logits[sample].argmax(1)),
@@ -209,6 +219,23 @@ def one_run(folder: Path, variants: list[str], pools: dict[str, str], cap: int |
         rows.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
     return rows
+
+
+def peer_row(run: str, c: RunConfig, name: str, task: Task, fit_texts: list[str], fit_logits: np.ndarray,
+             teacher_test: np.ndarray, seen: list[str], seen_teacher: np.ndarray, started: float) -> dict:
+    """The model2vec peer (the packaged MiniLM's static vectors) fitted to the teacher's hard labels of the same
+    transfer texts the students distil from, scored like them."""
+    peer = Model2Vec(seed=c.seed)
+    peer.fit(fit_texts, fit_logits.argmax(1).tolist())
+    pred = peer.predict(task.test.texts)
+    row = {"run": run, "data": c.data, "variant": name, **scores(np.asarray(task.test.labels), pred,
+                                                                 len(task.labeled.label_names)),
+           "transfer": len(fit_texts), "agree_test": agreement(pred, teacher_test),
+           "agree_transfer": agreement(peer.predict(seen), seen_teacher), "params": peer.n_parameters,
+           "train_s": round(time.perf_counter() - started, 1), "texts_per_s": None}
+    row["headline"] = headline(task.metric, row)
+    print(json.dumps(row), file=sys.stderr, flush=True)
+    return row
 
 
 def pm(values: list[float], scale: float = 100.0) -> str:
@@ -222,15 +249,20 @@ def transfer_cell(rows: list[dict]) -> str:
     return f"{statistics.mean(counts):,.0f}" if counts else "-"
 
 
+def data_of(row: dict) -> str:
+    """The row's dataset (rows measured before it was kept: the paper dataset its run folder is named after)."""
+    return row.get("data") or next((part for part in row["run"].split("-") if part in DATASETS), row["run"])
+
+
 def table(rows: list[dict]) -> list[str]:
     """One line per dataset and variant: means ± std over the runs that trained it."""
     lines = ["| data | variant | runs | transfer texts | F1 | teacher | student - teacher | agree test | agree transfer"
              " | params |", "|---|---|---|---|---|---|---|---|---|---|"]
     teacher = {r["run"]: r["headline"] for r in rows if r["variant"] == "teacher"}
-    for data in dict.fromkeys(r["run"].split("-")[1] for r in rows):
+    for data in dict.fromkeys(data_of(r) for r in rows):
         variants = dict.fromkeys(r["variant"] for r in rows if r["variant"] != "teacher")
         for name in variants:
-            mine = [r for r in rows if r["variant"] == name and r["run"].split("-")[1] == data]
+            mine = [r for r in rows if r["variant"] == name and data_of(r) == data]
             if not mine:
                 continue
             lines.append(
