@@ -14,6 +14,8 @@ CBoW-FFN saw. Only the student changes:
   (model2vec's idea applied to the teacher that knows the task): each vocabulary word passed alone through the
   teacher's encoder and pooled as its head reads it, reduced to the top principal directions.
 - `hidden128`: `teacher64` with 128 hidden units.
+- `mix16` / `mix64` (128 hidden): the teacher's word vectors and GloVe's side by side (each block scaled to unit
+  RMS), reduced to their top principal directions together (`mix16` is what `run --teacher-vectors` does).
 - `bigram16`: `paper` whose mean also runs over hashed word-bigram embeddings (10,000 buckets).
 - `bilstm`: the library's BiLSTM, for reference.
 - `model2vec`: not a student: the model2vec peer of Table 2 (the packaged MiniLM's static vectors) trained on the
@@ -53,6 +55,7 @@ import numpy as np
 import torch
 
 from tinydistill import runtime
+from tinydistill.bases import side_by_side
 from tinydistill.calibration import calibration_split
 from tinydistill.config import RunConfig
 from tinydistill.distill import TrainConfig, fit_module
@@ -76,6 +79,8 @@ VARIANTS = {  # name: (embed_dim, hidden_dim, vectors from: "glove" | "teacher")
     "hidden128": (64, 128, "teacher"),
     "bigram16": (16, 64, "glove"),  # + hashed word bigrams (fastText's trick), BIGRAM_BUCKETS rows of their own
     "bigram16t": (16, 64, "teacher"),
+    "mix16": (16, 64, "mix"),  # GloVe and the teacher's word vectors side by side, each block scaled to unit RMS
+    "mix64": (64, 128, "mix"),
     "bilstm": (0, 0, "glove"),
     "model2vec": (0, 0, "glove"),  # not a student: the model2vec peer on the teacher's hard labels, as in Table 2
 }
@@ -107,19 +112,6 @@ def module_logits(module: torch.nn.Module, ids: list, batch_size: int = 512) -> 
     for start in range(0, len(ids), batch_size):
         tokens, lengths = pad_ids(ids[start:start + batch_size])
         out.append(module(torch.from_numpy(tokens), torch.from_numpy(lengths)).numpy())
-    return np.concatenate(out)
-
-
-@torch.inference_mode()
-def teacher_word_vectors(teacher: Teacher, words: list[str], batch_size: int = 256) -> np.ndarray:
-    """Each word alone through the teacher's encoder, pooled the way its head reads it: (len(words), hidden)."""
-    model = teacher.model.members[0] if hasattr(teacher.model, "members") else teacher.model
-    model.eval()
-    out = []
-    for start in range(0, len(words), batch_size):
-        enc = teacher.tokenizer(words[start:start + batch_size], padding=True, truncation=True, max_length=16,
-                                return_tensors="pt")
-        out.append(model.embed(enc["input_ids"], enc["attention_mask"]).float().numpy())
     return np.concatenate(out)
 
 
@@ -176,9 +168,9 @@ def one_run(folder: Path, variants: list[str], pools: dict[str, str], cap: int |
     glove = word_vectors(c.glove)
     vocab = Vocabulary.build(texts, CBoWConfig().vocab_size, TokenizerConfig(max_length=CBoWConfig().max_length))
     mine = None
-    if any(VARIANTS[v.partition("+")[0]][2] == "teacher" for v in variants):
+    if any(VARIANTS[v.partition("+")[0]][2] in ("teacher", "mix") for v in variants):
         started = time.perf_counter()
-        mine = (vocab.words, teacher_word_vectors(teacher, vocab.words))
+        mine = (vocab.words, teacher.word_vectors(vocab.words))
         print(f"{folder}: teacher word vectors for {len(vocab.words)} words in {time.perf_counter() - started:.1f} s",
               file=sys.stderr)
     teacher_row = {"variant": "teacher", **scores(gold, teacher_test, k)}
@@ -187,7 +179,7 @@ def one_run(folder: Path, variants: list[str], pools: dict[str, str], cap: int |
     for name in variants:
         base, _, pool = name.partition("+")
         dim, hidden, source = VARIANTS[base]
-        vectors = mine if source == "teacher" else glove
+        vectors = {"teacher": mine, "mix": side_by_side(*mine, glove) if source == "mix" else None}.get(source, glove)
         fit_texts, fit_logits = with_pool(pool, paths, teacher, cache, texts, logits)
         started = time.perf_counter()
         if base == "model2vec":

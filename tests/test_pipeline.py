@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import numpy as np
 import pytest
 from conftest import toy_texts
 
@@ -299,3 +300,42 @@ def test_table_shows_calibration_agreement_and_warnings():
     table = format_table(new)
     assert "| cbow | 2.0 | 60.0 | 50.0 | 0.200 | 0.030 | 95.0 | 80.0 | 10.0 | 10 |" in table
     assert table.endswith("\nwarning: cbow is 8.0 MCC points below its teacher")
+
+
+def test_teacher_vectors_start_the_cbow_embedding_and_nothing_else(files, tiny_bert, tmp_path):
+    from safetensors.numpy import load_file
+
+    from tinydistill.bases import side_by_side
+    from tinydistill.students import vocabulary
+    from tinydistill.teacher import Teacher
+
+    run(config(files, tiny_bert, tmp_path, nods=False, speed=False), progress=False)
+    teacher = Teacher.from_pretrained(tmp_path / "run" / "teacher")
+    words = vocabulary("cbow", ["good film", "bad plot !"]).words
+    vectors = teacher.word_vectors(words)
+    assert vectors.shape == (len(words), 32)  # the tiny BERT's hidden size: one pooled vector per word
+    enc = teacher.tokenizer(["bad"], return_tensors="pt")
+    np.testing.assert_allclose(vectors[words.index("bad")],
+                               teacher.model.embed(enc["input_ids"], enc["attention_mask"])[0].detach().numpy(),
+                               atol=1e-5)
+    glove = (["good", "film", "zebra"], np.arange(3 * 4, dtype=np.float32).reshape(3, 4))
+    _, both = side_by_side(words, vectors, glove)
+    assert both.shape == (len(words), 36)
+    for block in (both[:, :32], both[:, 32:]):  # each source centred, at unit RMS length: neither dominates
+        np.testing.assert_allclose(block.mean(0), 0, atol=1e-5)
+        assert abs(np.sqrt((block ** 2).sum(1).mean()) - 1) < 1e-4
+    assert side_by_side(words, vectors, None)[1].shape == (len(words), 32)
+
+    plain, mine = (run(config(files, tiny_bert, tmp_path, students=["cbow", "bilstm"], nods=False, speed=False,
+                              out=str(tmp_path / name), **kw), progress=False)
+                   for name, kw in (("plain", {}), ("mine", {"teacher_vectors": True})))
+    weights = {name: {s: load_file(str(tmp_path / name / "students" / s / "model.safetensors"))
+                      for s in ("cbow", "bilstm")} for name in ("plain", "mine")}
+    assert not np.allclose(weights["plain"]["cbow"]["embedding.weight"], weights["mine"]["cbow"]["embedding.weight"])
+    for key, value in weights["plain"]["bilstm"].items():  # the BiLSTM starts as before
+        np.testing.assert_array_equal(value, weights["mine"]["bilstm"][key])
+    assert "started from the fine-tuned teacher's vector of each word" in (tmp_path / "mine" / "results.md").read_text()
+    assert "word embedding started from" in (tmp_path / "mine" / "students" / "cbow" / "README.md").read_text()
+    assert "word embedding started from" not in (tmp_path / "mine" / "students" / "bilstm" / "README.md").read_text()
+    assert "started from" not in (tmp_path / "plain" / "results.md").read_text()
+    assert mine["rows"][1]["accuracy"] >= 0.7 and plain["rows"][1]["accuracy"] >= 0.7

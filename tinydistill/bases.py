@@ -84,3 +84,24 @@ def load_glove(max_words: int | None = None) -> tuple[list[str], np.ndarray]:
     words = pq.read_table(root / "glove_6B_index.parquet").column("index").to_pylist()[:max_words]
     vectors = np.load(root / "glove_6B_50d_emb.npy", mmap_mode="r")[: len(words)]
     return words, np.asarray(vectors, dtype=np.float32)
+
+
+def side_by_side(words: list[str], teacher: np.ndarray, glove: tuple[list[str], np.ndarray] | None
+                 ) -> tuple[list[str], np.ndarray]:
+    """`words`' vectors from the fine-tuned teacher beside GloVe's (zeros where GloVe lacks a word), each block
+    centred and scaled to unit RMS length so that neither dominates the principal directions a student's embedding
+    starts from (`students.init_embeddings`); the teacher's alone without GloVe."""
+    def unit(m: np.ndarray) -> np.ndarray:
+        m = m - m.mean(0)
+        return m / max(float(np.sqrt((m ** 2).sum(1).mean())), 1e-8)
+
+    blocks = [unit(np.asarray(teacher, dtype=np.float32))]
+    if glove is not None:
+        index = {w: i for i, w in enumerate(glove[0])}
+        rows = np.zeros((len(words), glove[1].shape[1]), dtype=np.float32)
+        found = [(i, index[w]) for i, w in enumerate(words) if w in index]
+        if found:
+            ours, theirs = map(list, zip(*found))
+            rows[ours] = glove[1][theirs]
+        blocks.append(unit(rows))
+    return list(words), np.concatenate(blocks, axis=1)

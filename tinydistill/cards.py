@@ -11,6 +11,7 @@ written as far as they are known:
     data, test, text_column, label_column, language, dataset_id
     labeled, transfer, classes    labelled examples the teacher saw, transfer-set texts, label count
     variants                      augmentation variants of the transfer texts it also trained on (a small set grown)
+    embedding                     where the word embedding started, when not from GloVe alone (`--teacher-vectors`)
     scores                        test scores: {"metric", "headline", "accuracy", "macro_f1", "f1", "mcc", "test"}
     agreement                     share of test texts where the student's label is the teacher's
     params, texts_per_s, latency_ms
@@ -152,6 +153,8 @@ def model_card(meta: dict, kind: str = "student") -> str:
     if p.get("transfer") is not None:
         grown = f", plus {p['variants']:,} augmentation variants of them" if p.get("variants") else ""
         rows.append(("transfer set", f"{p['transfer']:,} texts labelled by the teacher{grown}"))
+    if p.get("embedding"):
+        rows.append(("word embedding started from", p["embedding"]))
     if p.get("scores"):
         rows.append(("test scores", _score_line(p["scores"])))
     if p.get("teacher_scores") and kind == "student":

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from tinydistill import data as data_mod
-from tinydistill.bases import load_glove
+from tinydistill.bases import load_glove, side_by_side
 from tinydistill.calibration import CALIBRATION_METHODS, CALIBRATION_MIN, calibrated, calibration_split
 from tinydistill.cards import stamp, update_provenance
 from tinydistill.config import RunConfig
@@ -53,7 +53,7 @@ from tinydistill.report import (
 )
 from tinydistill.runtime import softmax
 from tinydistill.shards import ConcatLogits, InMemoryLogits, LogitShards
-from tinydistill.students import ARCHITECTURES, Student
+from tinydistill.students import ARCHITECTURES, Student, vocabulary
 from tinydistill.task import Task, load_task
 from tinydistill.teacher import Teacher
 
@@ -248,7 +248,7 @@ def _run(c: RunConfig, task: Task, run_dir: Path, progress: bool) -> dict:
     # fp32 on the CPU: the teacher's fingerprint, as before devices and shards
     transfer_key = digest(labeller.logit_key, task.transfer, cal_texts, *[s.manifest["shards"] for s in streamed])
     models = _students(c, task, run_dir, train_cfg, (student_texts, student_logits, grown), streamed, transfer_key,
-                       (cal_texts, cal_target), progress)
+                       (cal_texts, cal_target), teacher, progress)
     sample = np.sort(np.random.default_rng(c.seed).permutation(len(keep))[:AGREEMENT_MAX])
     seen_texts, seen_teacher = [student_texts[i] for i in sample], student_logits[sample].argmax(1)
     rows += student_rows(models, task, seen_texts, seen_teacher, teacher_pred)
@@ -309,18 +309,24 @@ def _label(c: RunConfig, task: Task, teacher: Teacher, progress: bool) -> tuple[
 def _students(c: RunConfig, task: Task, run_dir: Path, train_cfg: TrainConfig,
               texts_logits_grown: tuple[list[str], np.ndarray, tuple[list[str], np.ndarray] | None],
               streamed: list[LogitShards], transfer_key: str, calibration: tuple[list[str], np.ndarray],
-              progress: bool) -> dict[str, Student]:
+              teacher: Teacher, progress: bool) -> dict[str, Student]:
     """Each student distilled on the transfer texts and logits (plus the grown pool for the `GROWN` students, then
-    `streamed`) and calibrated, with its NoDs twin; a student saved under the same key is loaded instead."""
+    `streamed`) and calibrated, with its NoDs twin; a student saved under the same key is loaded instead. With
+    `c.teacher_vectors` the CBoW-FFN's embedding starts from the teacher's word vectors of the words of its
+    in-memory transfer texts beside GloVe's (`bases.side_by_side`)."""
     models: dict[str, Student] = {}
-    vectors = word_vectors(c.glove)
+    glove = word_vectors(c.glove)
     names = task.labeled.label_names
     texts, logits, grown = texts_logits_grown
     for name in c.students:
         pool = grown if grown and name in GROWN else None
         transfer = (texts + pool[0], np.concatenate([logits, pool[1]])) if pool else (texts, logits)
+        vectors, mine = glove, c.teacher_vectors and name == "cbow"
+        if mine:
+            words = vocabulary(name, transfer[0]).words
+            vectors = side_by_side(words, teacher.word_vectors(words), glove)
         key = digest(name, train_cfg.to_dict(), transfer_key, *(pool[:1] if pool else ()), vectors is not None,
-                     "calibrated")
+                     "calibrated", *(["teacher vectors"] if mine else []))
         if streamed:  # shard folders join the transfer set block by block (distill.fit_stream), never in memory
             source = ConcatLogits([InMemoryLogits(*transfer), *streamed])
             models[name] = get_student(name, run_dir / "students" / name, key, lambda: calibrated(Student(
@@ -329,7 +335,8 @@ def _students(c: RunConfig, task: Task, run_dir: Path, train_cfg: TrainConfig,
             models[name] = get_student(name, run_dir / "students" / name, key, lambda: calibrated(Student(
                 name, train=train_cfg, vectors=vectors).fit(*transfer, names, progress=progress), *calibration))
         if c.nods:
-            nods_key = digest(name, train_cfg.to_dict(), task.labeled.texts, task.labeled.labels, vectors is not None)
+            nods_key = digest(name, train_cfg.to_dict(), task.labeled.texts, task.labeled.labels, vectors is not None,
+                              *([teacher.fingerprint] if mine else []))
             models[f"{name}-nods"] = get_student(
                 f"{name}-nods", run_dir / "students" / f"{name}-nods", nods_key,
                 lambda: Student(name, train=train_cfg, vectors=vectors).fit(

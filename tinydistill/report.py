@@ -97,11 +97,13 @@ def record_provenance(c: RunConfig, task: Task, results: dict, run_dir: Path, na
             **common, "method": "labels only (NoDs)" if nods else "distilled", "teacher_params": teacher["params"],
             "transfer": None if nods else len(task.transfer), "scores": _card_scores(row, metric, test),
             "variants": grown["texts"] if name in grown.get("students", ()) else None,
+            "embedding": TEACHER_VECTORS if c.teacher_vectors and name in ("cbow", "cbow-nods") else None,
             "teacher_scores": _card_scores(teacher, metric, test), "agreement": row.get("agree_test"),
             "agreement_transfer": row.get("agree_transfer"), "temperature": row.get("temperature"),
             "params": row["params"], "texts_per_s": row.get("texts_per_s"), "latency_ms": row.get("latency_ms")})
 
 
+TEACHER_VECTORS = "the fine-tuned teacher's vector of each word beside GloVe's (--teacher-vectors)"
 HINTS = {"bilstm": "the BiLSTM student (--students bilstm)",
          "transfer": "more transfer text (tinydistill augment --data DATA --out POOL, then run with --transfer POOL)",
          "grown": "more unlabelled text of your own (--transfer FILE; this run already added augmentation variants)",
@@ -197,6 +199,8 @@ def format_table(results: dict) -> str:
         lines.append(f"A small transfer set: {', '.join(grown.get('students', []))} also trained on "
                      f"{grown['texts']:,} {grown['method']} variants of the {grown['from']:,} transfer texts, labelled "
                      "by the teacher (--grow none: not).")
+    if results.get("config", {}).get("teacher_vectors") and "cbow" in results["config"].get("students", []):
+        lines.append(f"The CBoW-FFN's word embedding started from {TEACHER_VECTORS}.")
     if s.get("calibration"):
         about = results.get("calibration", {}).get("about", "held-out texts")
         lines.append(f"ECE: expected calibration error on the test texts (15 bins); calibrated: with the temperature "

@@ -361,6 +361,12 @@ class Student:
         return student
 
 
+def vocabulary(model_type: str, texts: Iterable[str]) -> Vocabulary:
+    """The vocabulary a `Student(model_type)` of the default config builds from `texts` when it fits on them."""
+    config = ARCHITECTURES[model_type][0]()
+    return Vocabulary.build(texts, config.vocab_size, TokenizerConfig(max_length=config.max_length))
+
+
 def init_embeddings(embedding: nn.Embedding, vocab: Vocabulary, words: Sequence[str], matrix: np.ndarray,
                     seed: int = 0) -> int:
     """Copy pre-trained vectors into the embedding rows of known words; returns how many were found.

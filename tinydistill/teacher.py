@@ -137,6 +137,20 @@ class Teacher:
         return enc if self.device.type == "cpu" else enc.to(self.device)
 
     @torch.inference_mode()
+    def word_vectors(self, words: Sequence[str], batch_size: int = 256) -> np.ndarray:
+        """Each word alone through the encoder, pooled as the head reads a text: (len(words), hidden), float32.
+
+        model2vec's idea applied to the fine-tuned teacher, whose vectors know the task (a committee: member 0)."""
+        model: Classifier = self.model.members[0] if isinstance(self.model, Committee) else self.model  # type: ignore
+        model.eval()
+        out = [np.zeros((0, model.head.in_features), dtype=np.float32)]
+        for start in range(0, len(words), batch_size):
+            enc = self.tokenizer(list(words[start:start + batch_size]), padding=True, truncation=True, max_length=16,
+                                 return_tensors="pt").to(self.device)
+            out.append(model.embed(enc["input_ids"], enc["attention_mask"]).float().cpu().numpy())
+        return np.concatenate(out)
+
+    @torch.inference_mode()
     def _compute(self, texts: Sequence[str], batch_size: int, progress: bool) -> np.ndarray:
         if self.device.type != "cpu":
             return self._compute_packed(texts, batch_size, progress)

@@ -65,14 +65,16 @@ def global_options(p: argparse.ArgumentParser, top: bool = False) -> None:
 def field_options(p: argparse.ArgumentParser, cls: type, specs: dict[str, dict], names: Sequence[str]) -> None:
     """One option per field of the dataclass `cls` in `names`: `--field-name`, its default the field's (defined
     once, in the dataclass), the rest of the `add_argument` keywords from `specs[name]`. A bool field that is on
-    by default becomes `--no-<name>`. Read the options back with `from_options`."""
+    by default becomes `--no-<name>`, one that is off `--<name>`. Read the options back with `from_options`."""
     defaults = cls()
     for name in names:
         spec = dict(specs[name])
         default = getattr(defaults, name)
         flag = "--" + name.replace("_", "-")
         if isinstance(default, bool):
-            p.add_argument(f"--no-{name.replace('_', '-')}", dest=name, action="store_false", **spec)
+            on = default is True
+            p.add_argument(f"--no-{name.replace('_', '-')}" if on else flag, dest=name,
+                           action="store_false" if on else "store_true", **spec)
             continue
         p.add_argument(flag, default=default, **spec)
 
