@@ -55,7 +55,7 @@ import numpy as np
 import torch
 
 from tinydistill import runtime
-from tinydistill.bases import side_by_side
+from tinydistill.bases import side_by_side, word_vectors
 from tinydistill.calibration import calibration_split
 from tinydistill.config import RunConfig
 from tinydistill.distill import TrainConfig, fit_module
@@ -64,7 +64,7 @@ from tinydistill.folders import logit_cache_path
 from tinydistill.logitcache import LogitCache
 from tinydistill.paper.peers import Model2Vec
 from tinydistill.paper.setup import DATASETS
-from tinydistill.pipeline import choose_labeller, get_teacher, word_vectors
+from tinydistill.pipeline import choose_labeller, get_teacher
 from tinydistill.runtime import softmax
 from tinydistill.students import CBoWConfig, Student
 from tinydistill.task import Task, load_task, read_transfer

@@ -302,7 +302,7 @@ def test_table_shows_calibration_agreement_and_warnings():
     assert table.endswith("\nwarning: cbow is 8.0 MCC points below its teacher")
 
 
-def test_teacher_vectors_start_the_cbow_embedding_and_nothing_else(files, tiny_bert, tmp_path):
+def test_teacher_vectors_start_the_cbow_embedding_and_nothing_else(files, tiny_bert, tmp_path, monkeypatch):
     from safetensors.numpy import load_file
 
     from tinydistill.bases import side_by_side
@@ -326,9 +326,9 @@ def test_teacher_vectors_start_the_cbow_embedding_and_nothing_else(files, tiny_b
         assert abs(np.sqrt((block ** 2).sum(1).mean()) - 1) < 1e-4
     assert side_by_side(words, vectors, None)[1].shape == (len(words), 32)
 
-    plain, mine = (run(config(files, tiny_bert, tmp_path, students=["cbow", "bilstm"], nods=False, speed=False,
-                              out=str(tmp_path / name), **kw), progress=False)
-                   for name, kw in (("plain", {}), ("mine", {"teacher_vectors": True})))
+    runs = {name: config(files, tiny_bert, tmp_path, students=["cbow", "bilstm"], nods=False, speed=False,
+                         out=str(tmp_path / name), teacher_vectors=name == "mine") for name in ("plain", "mine")}
+    plain, mine = (run(c, progress=False) for c in runs.values())
     weights = {name: {s: load_file(str(tmp_path / name / "students" / s / "model.safetensors"))
                       for s in ("cbow", "bilstm")} for name in ("plain", "mine")}
     assert not np.allclose(weights["plain"]["cbow"]["embedding.weight"], weights["mine"]["cbow"]["embedding.weight"])
@@ -339,3 +339,6 @@ def test_teacher_vectors_start_the_cbow_embedding_and_nothing_else(files, tiny_b
     assert "word embedding started from" not in (tmp_path / "mine" / "students" / "bilstm" / "README.md").read_text()
     assert "started from" not in (tmp_path / "plain" / "results.md").read_text()
     assert mine["rows"][1]["accuracy"] >= 0.7 and plain["rows"][1]["accuracy"] >= 0.7
+    # a rerun reuses the student and reads no word vectors out of the teacher
+    monkeypatch.setattr(Teacher, "word_vectors", lambda *a, **k: pytest.fail("word vectors read again"))
+    assert run(runs["mine"], progress=False)["rows"][1]["accuracy"] == mine["rows"][1]["accuracy"]
