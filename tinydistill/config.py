@@ -18,6 +18,7 @@ STUDENTS = ("cbow", "bilstm", "cnn")  # the student architectures (students.ARCH
 LOSSES = ("mse", "kl")  # distillation losses (distill.TrainConfig.loss)
 AUGMENT_METHODS = ("glove", "mlm", "tang")  # transfer-set augmentation (augment.variant_maker)
 GROW_METHODS = ("glove", "tang")  # those that need no masked LM: what `run` may grow a small transfer set with
+TEACHER_VECTOR_STUDENTS = ("cbow",)  # whose embedding `teacher_vectors` starts from the teacher (measured for it)
 
 
 @dataclass

@@ -25,7 +25,7 @@ from tinydistill import data as data_mod
 from tinydistill.bases import side_by_side, word_vectors
 from tinydistill.calibration import CALIBRATION_METHODS, CALIBRATION_MIN, calibrated, calibration_split
 from tinydistill.cards import stamp, update_provenance
-from tinydistill.config import RunConfig
+from tinydistill.config import TEACHER_VECTOR_STUDENTS, RunConfig
 from tinydistill.device import INT8_SAMPLE, int8_guard, precision_name, resolve_device
 from tinydistill.distill import TrainConfig
 from tinydistill.errors import TinyDistillError
@@ -307,7 +307,7 @@ def _students(c: RunConfig, task: Task, run_dir: Path, train_cfg: TrainConfig,
     for name in c.students:
         pool = grown if grown and name in GROWN else None
         transfer = (texts + pool[0], np.concatenate([logits, pool[1]])) if pool else (texts, logits)
-        mine = c.teacher_vectors and name == "cbow"
+        mine = c.teacher_vectors and name in TEACHER_VECTOR_STUDENTS
         vectors = _starting_vectors(teacher, name, transfer[0], glove) if mine else (lambda: glove)
         key = digest(name, train_cfg.to_dict(), transfer_key, *(pool[:1] if pool else ()), mine or glove is not None,
                      "calibrated", *(["teacher vectors"] if mine else []))

@@ -15,7 +15,7 @@ import numpy as np
 from tinydistill import data as data_mod
 from tinydistill import runtime
 from tinydistill.cards import update_provenance
-from tinydistill.config import RunConfig
+from tinydistill.config import TEACHER_VECTOR_STUDENTS, RunConfig
 from tinydistill.evaluate import agreement, ece, latency, scores, throughput
 from tinydistill.runtime import softmax
 from tinydistill.students import Student
@@ -97,7 +97,8 @@ def record_provenance(c: RunConfig, task: Task, results: dict, run_dir: Path, na
             **common, "method": "labels only (NoDs)" if nods else "distilled", "teacher_params": teacher["params"],
             "transfer": None if nods else len(task.transfer), "scores": _card_scores(row, metric, test),
             "variants": grown["texts"] if name in grown.get("students", ()) else None,
-            "embedding": TEACHER_VECTORS if c.teacher_vectors and name in ("cbow", "cbow-nods") else None,
+            "embedding": TEACHER_VECTORS if c.teacher_vectors and name.removesuffix("-nods") in TEACHER_VECTOR_STUDENTS
+            else None,
             "teacher_scores": _card_scores(teacher, metric, test), "agreement": row.get("agree_test"),
             "agreement_transfer": row.get("agree_transfer"), "temperature": row.get("temperature"),
             "params": row["params"], "texts_per_s": row.get("texts_per_s"), "latency_ms": row.get("latency_ms")})
@@ -199,7 +200,8 @@ def format_table(results: dict) -> str:
         lines.append(f"A small transfer set: {', '.join(grown.get('students', []))} also trained on "
                      f"{grown['texts']:,} {grown['method']} variants of the {grown['from']:,} transfer texts, labelled "
                      "by the teacher (--grow none: not).")
-    if results.get("config", {}).get("teacher_vectors") and "cbow" in results["config"].get("students", []):
+    config = results.get("config", {})
+    if config.get("teacher_vectors") and set(TEACHER_VECTOR_STUDENTS) & set(config.get("students", [])):
         lines.append(f"The CBoW-FFN's word embedding started from {TEACHER_VECTORS}.")
     if s.get("calibration"):
         about = results.get("calibration", {}).get("about", "held-out texts")
