@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: install
-	$(VENV)/bin/tinydistill run --data sst2 --labeled 200 --teacher minilm --students cbow,bilstm
+	$(VENV)/bin/tinydistill run --data sst2 --labeled 200 --teacher minilm --students cbow,cbow-attn,bilstm
 
 test: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest

@@ -17,6 +17,11 @@ CBoW-FFN saw. Only the student changes:
 - `mix16` / `mix64` (128 hidden): the teacher's word vectors and GloVe's side by side (each block scaled to unit
   RMS), reduced to their top principal directions together (`mix16` is what `run --teacher-vectors` does).
 - `bigram16`: `paper` whose mean also runs over hashed word-bigram embeddings (10,000 buckets).
+- `meanmax16` / `hier16`: `paper` whose FFN reads, beside the mean, the elementwise max of the word vectors
+  (SWEM-max) or the max over the means of 3-word windows (SWEM-hier).
+- `attn16`: the library's `cbow-attn`, whose FFN reads, beside the mean, a mean weighted by a softmax over a
+  learned score of each word vector; `attnmix16` starts it from `mix16`'s embedding (`run --teacher-vectors`),
+  `attn20k` gives it a 20,000-word vocabulary (`vocab20k`: the same for `paper`).
 - `bilstm`: the library's BiLSTM, for reference.
 - `model2vec`: not a student: the model2vec peer of Table 2 (the packaged MiniLM's static vectors) trained on the
   teacher's hard labels of the same transfer texts, the comparison issue 16 asks the CBoW-class students to beat.
@@ -35,6 +40,9 @@ texts (its rows are named `VARIANT@3000`), and `--dump-transfer DIR` writes that
     tinydistill augment --data pools/cap3000/cal-sst2-s0.txt --size 20000 --method glove --out pools/cal-sst2-s0-glove
     python benchmarks/bench_students.py runs/cal-sst2-s0 --transfer-cap 3000 --pool "glove=pools/{run}-glove" \
         --variants paper,paper+glove,bilstm,bilstm+glove
+
+`--train FIELD=VALUE` overrides the students' training settings (`distill.TrainConfig`), e.g. `patience=40` for
+a longer schedule; the rows' names carry it.
 
 Prints and writes (`--out`.md/.json) per variant: the test metric, the teacher's, agreement with the teacher on
 the test texts and on the transfer texts it trained on, and parameters; the JSON rows also hold the numpy
@@ -81,10 +89,17 @@ VARIANTS = {  # name: (embed_dim, hidden_dim, vectors from: "glove" | "teacher")
     "bigram16t": (16, 64, "teacher"),
     "mix16": (16, 64, "mix"),  # GloVe and the teacher's word vectors side by side, each block scaled to unit RMS
     "mix64": (64, 128, "mix"),
+    "meanmax16": (16, 64, "glove"),  # the mean and the elementwise max of the word vectors, side by side (SWEM)
+    "hier16": (16, 64, "glove"),  # the mean and the max over the means of 3-word windows (SWEM-hier: local order)
+    "attn16": (16, 64, "glove"),  # the library's `cbow-attn`: the mean beside an attention-weighted mean
+    "vocab20k": (16, 64, "glove"),  # `paper` with a 20,000-word vocabulary (VOCABULARY)
+    "attn20k": (16, 64, "glove"),  # `attn16` with a 20,000-word vocabulary
+    "attnmix16": (16, 64, "mix"),  # `attn16` starting from `mix16`'s embedding (`run --teacher-vectors`)
     "bilstm": (0, 0, "glove"),
     "model2vec": (0, 0, "glove"),  # not a student: the model2vec peer on the teacher's hard labels, as in Table 2
 }
 BIGRAM_BUCKETS = 10_000
+VOCABULARY = {"vocab20k": 20_000, "attn20k": 20_000}  # variants whose vocabulary is not the paper's 5,000 words
 
 
 class BigramCBoW(torch.nn.Module):
@@ -103,6 +118,45 @@ class BigramCBoW(torch.nn.Module):
         total = self.embedding(ids).sum(1) + self.bigrams(hashed).sum(1)
         count = lengths + (lengths - 1).clamp(min=0)
         return self.ffn(total / count.clamp(min=1).unsqueeze(1).to(total.dtype))
+
+
+class PooledCBoW(torch.nn.Module):
+    """The CBoW-FFN whose FFN reads the mean of the word vectors beside a second pooling of them: `max` (the
+    elementwise max over words) or `hier` (the max over the means of 3-word windows)."""
+
+    def __init__(self, base: torch.nn.Module, pooling: str, window: int = 3):
+        super().__init__()
+        self.embedding, self.pooling, self.window = base.embedding, pooling, window
+        first, last = base.ffn[0], base.ffn[-1]
+        self.ffn = torch.nn.Sequential(torch.nn.Linear(2 * first.in_features, first.out_features), torch.nn.ReLU(),
+                                       torch.nn.Dropout(base.ffn[2].p), last)
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        x = self.embedding(ids)
+        mask = (ids > 0).unsqueeze(2)
+        mean = x.sum(1) / lengths.clamp(min=1).unsqueeze(1).to(x.dtype)
+        if self.pooling == "max":
+            second = x.masked_fill(~mask, float("-inf")).amax(1)
+        else:  # hier: means of every window of `window` words (fewer where the text is shorter), then their max
+            w = self.window
+            sums = torch.nn.functional.pad((x * mask).cumsum(1), (0, 0, 1, 0))  # sums[:, i]: the first i words
+            starts = torch.arange(max(x.shape[1] - w + 1, 1), device=x.device)
+            ends = (starts + w).clamp(max=x.shape[1])
+            size = torch.minimum(ends.unsqueeze(0), lengths.unsqueeze(1)) - starts.unsqueeze(0)  # words in each
+            windows = (sums[:, ends] - sums[:, starts]) / size.clamp(min=1).unsqueeze(2).to(x.dtype)
+            count = (lengths - w + 1).clamp(min=1)
+            windows = windows.masked_fill(~(starts.unsqueeze(0) < count.unsqueeze(1)).unsqueeze(2), float("-inf"))
+            second = windows.amax(1)
+        second = torch.nan_to_num(second, neginf=0.0)  # an empty text
+        return self.ffn(torch.cat([mean, second], dim=1))
+
+
+BARE = {  # variants trained and scored as bare torch modules around the library's CBoW-FFN
+    "bigram16": lambda base: BigramCBoW(base, BIGRAM_BUCKETS),
+    "bigram16t": lambda base: BigramCBoW(base, BIGRAM_BUCKETS),
+    "meanmax16": lambda base: PooledCBoW(base, "max"), "hier16": lambda base: PooledCBoW(base, "hier"),
+}
+ATTENTION = {"attn16", "attn20k", "attnmix16"}  # the library's attention CBoW (`Student("cbow-attn")`)
 
 
 @torch.inference_mode()
@@ -143,7 +197,7 @@ def with_pool(spec: str, pools: dict[str, Path], teacher: Teacher, cache: LogitC
 
 
 def one_run(folder: Path, variants: list[str], pools: dict[str, str], cap: int | None = None,
-            dump: Path | None = None) -> list[dict]:
+            dump: Path | None = None, schedule: dict | None = None) -> list[dict]:
     resolved = folder / "config.resolved.json"  # older run folders keep the config in results.json only
     config = json.loads(resolved.read_text()) if resolved.exists() else \
         json.loads((folder / "results.json").read_text())["config"]
@@ -164,7 +218,8 @@ def one_run(folder: Path, variants: list[str], pools: dict[str, str], cap: int |
         dump.mkdir(parents=True, exist_ok=True)
         (dump / f"{folder.name}.txt").write_text("".join(t.replace("\n", " ") + "\n" for t in texts))
     paths = {name: Path(path.replace("{run}", folder.name)) for name, path in pools.items()}
-    train = TrainConfig(loss=c.loss, seed=c.seed)
+    train = TrainConfig(**{"loss": c.loss, "seed": c.seed, **(schedule or {})})
+    suffix = "".join(f";{key}={value}" for key, value in (schedule or {}).items())
     glove = word_vectors(c.glove)
     vocab = Vocabulary.build(texts, CBoWConfig().vocab_size, TokenizerConfig(max_length=CBoWConfig().max_length))
     mine = None
@@ -183,30 +238,33 @@ def one_run(folder: Path, variants: list[str], pools: dict[str, str], cap: int |
         fit_texts, fit_logits = with_pool(pool, paths, teacher, cache, texts, logits)
         started = time.perf_counter()
         if base == "model2vec":
-            rows.append(peer_row(folder.name, c, name + (f"@{cap}" if cap else ""), task, fit_texts, fit_logits,
+            rows.append(peer_row(folder.name, c, name + suffix + (f"@{cap}" if cap else ""), task, fit_texts,
+                                 fit_logits,
                                  teacher_test, [texts[i] for i in sample], logits[sample].argmax(1), started))
             continue
         if base == "bilstm":
             student = Student("bilstm", train=train, vectors=vectors)
         else:
-            student = Student("cbow", config=CBoWConfig(embed_dim=dim, hidden_dim=hidden, n_classes=k), train=train,
+            config = CBoWConfig(vocab_size=VOCABULARY.get(base, CBoWConfig.vocab_size), embed_dim=dim,
+                                hidden_dim=hidden, n_classes=k)
+            student = Student("cbow-attn" if base in ATTENTION else "cbow", config=config, train=train,
                               vectors=vectors)
-        if base.startswith("bigram"):  # not a library student (yet): trained and scored as a bare module
+        if base in BARE:  # not a library student (yet): trained and scored as a bare module
             student._build(np.asarray(task.labeled.label_names), fit_texts)  # the vocabulary and the GloVe start
-            module = BigramCBoW(student.module_, BIGRAM_BUCKETS)
+            module = BARE[base](student.module_)
             fit_module(module, student.vocab_.encode_batch(fit_texts), fit_logits, train, progress=False)
             student.module_ = module
             pred = module_logits(module, student.vocab_.encode_batch(task.test.texts)).argmax(1)
         else:
             student.fit(fit_texts, fit_logits, task.labeled.label_names, progress=False)
             pred = student.logits(task.test.texts).argmax(1)
-        row = {"run": folder.name, "data": c.data, "variant": name + (f"@{cap}" if cap else ""),
+        row = {"run": folder.name, "data": c.data, "variant": name + suffix + (f"@{cap}" if cap else ""),
                **scores(gold, pred, k), "transfer": len(fit_texts),
                "agree_test": agreement(pred, teacher_test),
                "agree_transfer": agreement(student.logits([texts[i] for i in sample]).argmax(1),
                                            logits[sample].argmax(1)),
                "params": student.n_parameters()["total"], "train_s": round(time.perf_counter() - started, 1),
-               "texts_per_s": None if base.startswith("bigram") else round(texts_per_s(student, task.test.texts))}
+               "texts_per_s": None if base in BARE else round(texts_per_s(student, task.test.texts))}
         row["headline"] = headline(task.metric, row)
         rows.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
@@ -279,14 +337,19 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="write OUT.json and OUT.md")
     parser.add_argument("--transfer-cap", type=int, help="train on a seeded sample of this many of each run's "
                         "transfer texts (before any pool)")
+    parser.add_argument("--train", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a field of the students' TrainConfig, e.g. patience=40 (repeatable; the rows' "
+                        "names say so)")
     parser.add_argument("--dump-transfer", type=Path, metavar="DIR",
                         help="write each run's (capped) transfer texts to DIR/RUN.txt, one a line, for `augment`")
     args = parser.parse_args()
     pools = {name: folder for name, _, folder in (p.partition("=") for p in args.pool)}
     variants = [v for v in args.variants.split(",") if v]
     rows = [row for path in args.rows for row in json.loads(path.read_text())]
+    schedule = {key: type(getattr(TrainConfig(), key))(value)
+                for key, _, value in (t.partition("=") for t in args.train)}
     rows += [row for folder in args.runs
-             for row in one_run(folder, variants, pools, args.transfer_cap, args.dump_transfer)]
+             for row in one_run(folder, variants, pools, args.transfer_cap, args.dump_transfer, schedule)]
     rows = list({(r["run"], r["variant"]): r for r in rows}.values())  # a run and variant measured twice: the last
     lines = table(rows)
     print("\n".join(lines))

@@ -23,7 +23,8 @@ from tinydistill.teacher import Classifier, Teacher
 TEXTS = [f"{word} {noun}" for word in ("good", "great", "fine", "bad", "awful", "dull") for noun in ("film", "plot")]
 LABELS = ["pos"] * 6 + ["neg"] * 6
 PROBE = [*TEXTS, "", "good good dull plot", "words it never saw"]
-SMALL = {"cbow": CBoWConfig(embed_dim=8, hidden_dim=8), "bilstm": BiLSTMConfig(embed_dim=8, hidden_dim=6),
+SMALL = {"cbow": CBoWConfig(embed_dim=8, hidden_dim=8), "cbow-attn": CBoWConfig(embed_dim=8, hidden_dim=8),
+         "bilstm": BiLSTMConfig(embed_dim=8, hidden_dim=6),
          "cnn": CNNConfig(embed_dim=8, filters=4)}
 QUICK = TrainConfig(epochs=20, min_steps=0, lr=1e-2, batch_size=4)
 EXPORTS = ("numpy", "int8", "onnx")

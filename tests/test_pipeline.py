@@ -342,3 +342,22 @@ def test_teacher_vectors_start_the_cbow_embedding_and_nothing_else(files, tiny_b
     # a rerun reuses the student and reads no word vectors out of the teacher
     monkeypatch.setattr(Teacher, "word_vectors", lambda *a, **k: pytest.fail("word vectors read again"))
     assert run(runs["mine"], progress=False)["rows"][1]["accuracy"] == mine["rows"][1]["accuracy"]
+
+
+def test_the_attention_cbow_trains_beside_the_paper_cbow(files, tiny_bert, tmp_path):
+    from tinydistill import runtime
+    from tinydistill.students import Student
+
+    results = run(config(files, tiny_bert, tmp_path, students=["cbow", "cbow-attn"], speed=False), progress=False)
+    rows = {r["model"].split(" ")[0]: r for r in results["rows"]}
+    assert set(rows) == {"teacher", "cbow", "cbow-nods", "cbow-attn", "cbow-attn-nods"}
+    assert rows["cbow-attn"]["accuracy"] >= 0.7  # chance: 0.5
+    # the same embedding and FFN, plus a score per word vector (dim + 1) and a first layer reading twice the width
+    dim, hidden = 16, 64
+    assert rows["cbow-attn"]["params"] - rows["cbow"]["params"] == dim + 1 + dim * hidden
+    folder = tmp_path / "run" / "students" / "cbow-attn"
+    assert json.loads((folder / "config.json").read_text())["model_type"] == "cbow-attn"
+    assert "CBoW-attn" in (folder / "README.md").read_text()
+    texts = ["good film", "", "a bad bad plot , awful", "zebra"]
+    np.testing.assert_allclose(runtime.load(folder).logits(texts), Student.from_pretrained(folder).logits(texts),
+                               atol=1e-5)

@@ -22,6 +22,7 @@ from tinydistill.students import BiLSTMConfig, CBoWConfig, CNNConfig, Student
 
 CONFIGS = {
     "cbow": CBoWConfig(vocab_size=50, embed_dim=8, hidden_dim=8, max_length=12),
+    "cbow-attn": CBoWConfig(vocab_size=50, embed_dim=8, hidden_dim=8, max_length=12),
     "bilstm": BiLSTMConfig(vocab_size=50, embed_dim=8, hidden_dim=6, max_length=12),
     # windows out of order, so the runtime's regrouping by width is exercised
     "cnn": CNNConfig(vocab_size=50, embed_dim=8, filters=4, windows=(4, 2, 3), max_length=12),
@@ -53,6 +54,24 @@ def students(tmp_path_factory) -> dict[str, tuple[Student, object]]:
         student.temperature_ = TEMPERATURE
         out[kind] = (student, student.save_pretrained(tmp_path_factory.mktemp("students") / kind))
     return out
+
+
+def test_attention_cbow_with_far_apart_word_scores(students, tmp_path):
+    """The runtime's per-word weight table shifts every score by the vocabulary's highest; where the scores span
+    too far for that in float32, each text is shifted by its own highest instead, with the same results."""
+    import torch
+
+    student, folder = students["cbow-attn"]
+    assert runtime.load(folder).forward.table is not None  # trained scores are close together
+    wide = Student.from_pretrained(folder)
+    with torch.no_grad():
+        wide.module_.score.weight.copy_(torch.linspace(-40, 40, CONFIGS["cbow-attn"].embed_dim))
+    model = runtime.load(wide.save_pretrained(tmp_path / "wide"))
+    assert model.forward.table is None
+    texts = probe_texts()
+    np.testing.assert_allclose(model.predict_proba(texts), wide.predict_proba(texts), atol=1e-5)
+    np.testing.assert_allclose(np.concatenate([model.predict_proba([t]) for t in texts]),
+                               model.predict_proba(texts), atol=1e-6)
 
 
 @pytest.mark.parametrize("kind", sorted(CONFIGS))

@@ -10,7 +10,7 @@ from tinydistill.distill import TrainConfig
 from tinydistill.errors import TinyDistillError
 from tinydistill.students import ARCHITECTURES, BiLSTMConfig, CBoWConfig, CNNConfig, Student, init_embeddings
 
-SMALL = {"cbow": CBoWConfig(embed_dim=8, hidden_dim=16),
+SMALL = {"cbow": CBoWConfig(embed_dim=8, hidden_dim=16), "cbow-attn": CBoWConfig(embed_dim=8, hidden_dim=16),
          "bilstm": BiLSTMConfig(embed_dim=16, hidden_dim=16, dropout=0.0),
          "cnn": CNNConfig(embed_dim=8, filters=8)}
 FAST = TrainConfig(epochs=60, min_steps=0, lr=1e-2, batch_size=16, patience=100)

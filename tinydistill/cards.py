@@ -29,7 +29,7 @@ from pathlib import Path
 from tinydistill.folders import write_atomic
 
 CARD = "README.md"
-NAMES = {"cbow": "CBoW-FFN", "bilstm": "BiLSTM", "cnn": "CNN"}
+NAMES = {"cbow": "CBoW-FFN", "cbow-attn": "CBoW-attn", "bilstm": "BiLSTM", "cnn": "CNN"}
 METRIC_NAMES = {"f1": "F1", "mcc": "MCC", "accuracy": "accuracy", "macro_f1": "macro-F1"}
 
 

@@ -1,9 +1,9 @@
-"""The numpy forward passes of the three students, on whole batches of flat token ids and lengths (torch-free).
+"""The numpy forward passes of the students, on whole batches of flat token ids and lengths (torch-free).
 
-CBoW gathers and averages, the BiLSTM runs every sequence of a batch in lockstep in PyTorch's packed layout,
-the CNN sums per-word lookup tables. Outputs match the torch modules within float32 rounding. Each class is built
-from the weights of a student folder (checked by shape against its config) and called on one batch;
-`runtime.load` picks one by `model_type` from `FORWARDS`.
+CBoW gathers and averages (the attention CBoW also weighs by a per-word score), the BiLSTM runs every sequence
+of a batch in lockstep in PyTorch's packed layout, the CNN sums per-word lookup tables. Outputs match the torch
+modules within float32 rounding. Each class is built from the weights of a student folder (checked by shape
+against its config) and called on one batch; `runtime.load` picks one by `model_type` from `FORWARDS`.
 """
 
 from __future__ import annotations
@@ -55,6 +55,55 @@ class _CBoW:
         sums[lengths == 0] = 0.0  # reduceat gives the next row for an empty segment
         means = sums / np.maximum(lengths, 1)[:, None].astype(np.float32)
         hidden = np.maximum(means @ self.w1 + self.b1, 0)
+        return hidden @ self.w2 + self.b2
+
+
+class _AttnCBoW:
+    """The mean of the word embeddings beside their attention-weighted mean (a softmax over each text's words of
+    a per-word score, which is a lookup: `score` is linear in the embedding), then Linear, ReLU, Linear. An empty
+    text reads zeros for both.
+
+    A softmax does not change when every score moves by one constant, so the weights can be `exp(score - the
+    vocabulary's highest score)`, fixed per word: one table row per word then holds [vector, weight x vector,
+    weight], and a text is one gather and one sum, as for the mean alone. Where the scores span more than
+    `SPREAD` (a weight could underflow to zero in float32) each text subtracts its own highest score instead.
+    """
+
+    SPREAD = 60.0
+
+    def __init__(self, w: dict, c: dict, path: Path):
+        vocab, dim, hidden, k = c["vocab_size"], c["embed_dim"], c["hidden_dim"], c["n_classes"]
+        embedding = _need(w, "embedding.weight", (vocab, dim), path, "cbow-attn")
+        scores = _table(embedding, _need(w, "score.weight", (1, dim), path, "cbow-attn"),
+                        _need(w, "score.bias", (1,), path, "cbow-attn"))[:, 0]
+        self.dim, self.scores, self.embedding = dim, scores, embedding
+        self.table = None
+        if scores.max() - scores.min() <= self.SPREAD:
+            weights = np.exp(scores.astype(np.float64) - scores.max())[:, None]
+            self.table = np.concatenate([embedding, embedding * weights, weights], axis=1).astype(np.float32)
+        self.w1 = _need(w, "ffn.0.weight", (hidden, 2 * dim), path, "cbow-attn").T.copy()
+        self.b1 = _need(w, "ffn.0.bias", (hidden,), path, "cbow-attn")
+        self.w2 = _need(w, "ffn.3.weight", (k, hidden), path, "cbow-attn").T.copy()
+        self.b2 = _need(w, "ffn.3.bias", (k,), path, "cbow-attn")
+
+    def __call__(self, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        starts, empty, dim = _starts(lengths), lengths == 0, self.dim
+        if self.table is not None:
+            rows = self.table[ids]
+        else:  # each text's weights relative to its own highest score
+            scores = self.scores[ids]
+            # an extra element at the end lets reduceat take a start index equal to len(ids) (trailing empty
+            # texts); -inf, so it never counts
+            peak = np.maximum.reduceat(np.append(scores, np.float32(-np.inf)), starts)
+            weights = np.exp(scores - np.repeat(peak, lengths))[:, None]
+            vectors = self.embedding[ids]
+            rows = np.concatenate([vectors, vectors * weights, weights], axis=1)
+        # one zero row at the end lets reduceat take a start index equal to len(ids) (trailing empty texts)
+        pooled = np.add.reduceat(np.concatenate([rows, np.zeros((1, 2 * dim + 1), np.float32)]), starts, axis=0)
+        pooled[empty] = 0.0  # reduceat gives the next row for an empty segment
+        means = pooled[:, :dim] / np.maximum(lengths, 1)[:, None].astype(np.float32)
+        attended = pooled[:, dim:2 * dim] / np.where(empty, 1.0, pooled[:, 2 * dim])[:, None].astype(np.float32)
+        hidden = np.maximum(np.concatenate([means, attended], axis=1) @ self.w1 + self.b1, 0)
         return hidden @ self.w2 + self.b2
 
 
@@ -210,4 +259,4 @@ class _CNN:
         return pooled @ self.w_out + self.b_out
 
 
-FORWARDS = {"cbow": _CBoW, "bilstm": _BiLSTM, "cnn": _CNN}
+FORWARDS = {"cbow": _CBoW, "cbow-attn": _AttnCBoW, "bilstm": _BiLSTM, "cnn": _CNN}

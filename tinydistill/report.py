@@ -14,7 +14,7 @@ import numpy as np
 
 from tinydistill import data as data_mod
 from tinydistill import runtime
-from tinydistill.cards import update_provenance
+from tinydistill.cards import NAMES, update_provenance
 from tinydistill.config import TEACHER_VECTOR_STUDENTS, RunConfig
 from tinydistill.evaluate import agreement, ece, latency, scores, throughput
 from tinydistill.runtime import softmax
@@ -201,8 +201,10 @@ def format_table(results: dict) -> str:
                      f"{grown['texts']:,} {grown['method']} variants of the {grown['from']:,} transfer texts, labelled "
                      "by the teacher (--grow none: not).")
     config = results.get("config", {})
-    if config.get("teacher_vectors") and set(TEACHER_VECTOR_STUDENTS) & set(config.get("students", [])):
-        lines.append(f"The CBoW-FFN's word embedding started from {TEACHER_VECTORS}.")
+    mine = [NAMES[name] for name in config.get("students", []) if name in TEACHER_VECTOR_STUDENTS]
+    if config.get("teacher_vectors") and mine:
+        lines.append(f"The {' and '.join(mine)} word embedding{'s' if len(mine) > 1 else ''} started from "
+                     f"{TEACHER_VECTORS}.")
     if s.get("calibration"):
         about = results.get("calibration", {}).get("about", "held-out texts")
         lines.append(f"ECE: expected calibration error on the test texts (15 bins); calibrated: with the temperature "

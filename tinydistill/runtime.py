@@ -29,7 +29,7 @@ from tinydistill.labels import check_texts
 from tinydistill.words import Vocabulary
 
 FORMAT = STUDENT_FORMAT
-MODEL_TYPES = ("cbow", "bilstm", "cnn")
+MODEL_TYPES = ("cbow", "cbow-attn", "bilstm", "cnn")
 WEIGHTS = "model.safetensors"
 SCALE = ".scale"  # int8 exports store `name` as int8 and `name + SCALE` as one float32 scale per output row
 MAX_TOKENS = 32_768  # tokens per forward pass: bounds the BiLSTM's gate buffer (2 x tokens x 4H floats)

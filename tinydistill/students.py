@@ -1,4 +1,5 @@
-"""Tiny students: CBoW-FFN, BiLSTM and a Kim-style CNN, as scikit-learn style estimators.
+"""Tiny students: CBoW-FFN (with mean or attention pooling), BiLSTM and a Kim-style CNN, as scikit-learn style
+estimators.
 
 `fit(texts, y)` distils when `y` is a 2-D array of teacher logits and trains on hard labels (the paper's
 NoDs baseline) when `y` is a 1-D array of labels (strings or integers). Students save like Hugging Face models: a
@@ -80,6 +81,28 @@ class CBoWFFN(nn.Module):
         return self.ffn(summed / lengths.clamp(min=1).unsqueeze(1).to(summed.dtype))
 
 
+class AttnCBoW(nn.Module):
+    """The CBoW-FFN whose FFN reads, beside the mean of the word embeddings, a mean weighted by attention: a
+    learned score of each word vector, softmaxed over the text's words. A word that carries the label can outweigh
+    the rest of a long text, which a plain mean dilutes (`results/students.md`: +5 macro-F1 on Emotion)."""
+
+    def __init__(self, c: CBoWConfig):
+        super().__init__()
+        self.embedding = nn.Embedding(c.vocab_size, c.embed_dim, padding_idx=0)
+        self.score = nn.Linear(c.embed_dim, 1)
+        self.ffn = nn.Sequential(nn.Linear(2 * c.embed_dim, c.hidden_dim), nn.ReLU(), nn.Dropout(c.dropout),
+                                 nn.Linear(c.hidden_dim, c.n_classes))
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        x = self.embedding(ids)
+        mean = x.sum(1) / lengths.clamp(min=1).unsqueeze(1).to(x.dtype)
+        # padding scores -1e9, so its weight underflows to exactly 0 beside any word's; an empty text weighs
+        # only padding, whose embedding row is zero: its attended mean is 0, like its mean
+        scores = self.score(x).squeeze(2).masked_fill(ids == 0, -1e9)
+        attended = (torch.softmax(scores, dim=1).unsqueeze(2) * x).sum(1)
+        return self.ffn(torch.cat([mean, attended], dim=1))
+
+
 class BiLSTM(nn.Module):
     """Two stacked bidirectional LSTMs; the last hidden states of both directions feed a linear layer."""
 
@@ -128,6 +151,7 @@ class CNN(nn.Module):
 
 ARCHITECTURES: dict[str, tuple[type, type]] = {
     "cbow": (CBoWConfig, CBoWFFN),
+    "cbow-attn": (CBoWConfig, AttnCBoW),
     "bilstm": (BiLSTMConfig, BiLSTM),
     "cnn": (CNNConfig, CNN),
 }
@@ -145,7 +169,7 @@ class Student:
     learns ends with `_`. `predict`/`predict_proba` take a list of texts (one string is a TypeError)."""
 
     def __init__(self, model_type: str = "cbow", config=None, train=None, vectors=None):
-        self.model_type = model_type  # "cbow", "bilstm" or "cnn" (checked by `fit`)
+        self.model_type = model_type  # "cbow", "cbow-attn", "bilstm" or "cnn" (checked by `fit`)
         self.config = config  # a CBoWConfig, BiLSTMConfig or CNNConfig; None means its defaults
         self.train = train  # a distill.TrainConfig; None means its defaults
         self.vectors = vectors  # optional (words, matrix) pre-trained word vectors for the embedding

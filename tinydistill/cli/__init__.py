@@ -22,7 +22,7 @@ from tinydistill.errors import TinyDistillError
 from tinydistill.folders import write_atomic
 
 EPILOG = """examples:
-  tinydistill run --data sst2 --labeled 200 --teacher minilm --students cbow,bilstm
+  tinydistill run --data sst2 --labeled 200 --teacher minilm --students cbow,cbow-attn,bilstm
   tinydistill run --data reviews.csv --text-column review --label-column stars --test reviews_test.csv
   tinydistill train-teacher --data sst2 --labeled 200 --out teacher/
   tinydistill label teacher/ --data sst2 --out transfer.jsonl

@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from tinydistill.cli.options import POSITIVE, SIZE, csv_list, device_options, extra, global_options, number
-from tinydistill.config import RunConfig
+from tinydistill.config import STUDENTS, RunConfig
 from tinydistill.paper.setup import CURVE_DATASETS, CURVE_SIZES, DATASETS, TABLE3_SIZES, Setup
 
 
@@ -111,7 +111,7 @@ def register(sub) -> None:
             q.add_argument("--augment", default=Setup.augment, choices=["glove", "tang"],
                            help="how SST-2/CoLA pools grow")
             q.add_argument("--students", type=csv_list, default=",".join(Setup.students),
-                           help="comma list of cbow, bilstm, cnn")
+                           help=f"comma list of {', '.join(STUDENTS)}")
             q.add_argument("--speed-teacher", help="a 109.5M encoder to time beside the students when the teacher "
                            "is smaller: mpnet-base (after `tinydistill fetch-teacher mpnet-base`)")
         q.add_argument("--test-size", type=SIZE, help="score on one stratified sample of this many texts of each test "

@@ -14,7 +14,8 @@ TABLE3_SIZES = (200, 6920)  # SST-2 labels, low and high resource (the paper's T
 CURVE_DATASETS, CURVE_SIZES = ("sst2", "agnews"), (50, 100, 200, 500, 1000)  # `reproduce curves`
 
 # display names of the models and datasets, in tables and plots
-NAMES = {"cbow": "CBoW-FFN", "bilstm": "BiLSTM", "cnn": "CNN", "fasttext": "fastText", "setfit": "SetFit (MiniLM)",
+NAMES = {"cbow": "CBoW-FFN", "cbow-attn": "CBoW-attn", "bilstm": "BiLSTM", "cnn": "CNN", "fasttext": "fastText",
+         "setfit": "SetFit (MiniLM)",
          "tfidf-lr": "TF-IDF + LR"}
 TITLES = {"agnews": "AGNews", "emotion": "Emotion", "imdb": "IMDB", "sst2": "SST-2", "cola": "CoLA"}
 
