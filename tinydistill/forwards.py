@@ -101,9 +101,10 @@ class _AttnCBoW:
         # one zero row at the end lets reduceat take a start index equal to len(ids) (trailing empty texts)
         pooled = np.add.reduceat(np.concatenate([rows, np.zeros((1, 2 * dim + 1), np.float32)]), starts, axis=0)
         pooled[empty] = 0.0  # reduceat gives the next row for an empty segment
-        means = pooled[:, :dim] / np.maximum(lengths, 1)[:, None].astype(np.float32)
-        attended = pooled[:, dim:2 * dim] / np.where(empty, 1.0, pooled[:, 2 * dim])[:, None].astype(np.float32)
-        hidden = np.maximum(np.concatenate([means, attended], axis=1) @ self.w1 + self.b1, 0)
+        # divide by the word count and by the weights' sum (at least exp(-SPREAD) for a text, 0 for an empty one)
+        pooled[:, :dim] /= np.maximum(lengths, 1)[:, None]
+        pooled[:, dim:2 * dim] /= np.maximum(pooled[:, 2 * dim:], np.float32(1e-30))
+        hidden = np.maximum(pooled[:, :2 * dim] @ self.w1 + self.b1, 0)
         return hidden @ self.w2 + self.b2
 
 
