@@ -75,7 +75,7 @@ RUN_OPTIONS: dict[str, dict] = {
               "transfer set)"},
     "teacher_vectors": {"help": "start the CBoW students' word embeddings from the fine-tuned teacher's own vectors "
                         "of each word beside GloVe's (the same size and speed; the CBoW-FFN gained 2.9 macro-F1 on "
-                        "Emotion, none on SST-2 or AG News; cbow-attn 1.4 F1 on SST-2 with mpnet-base: "
+                        "Emotion, none on SST-2 or AG News; cbow-attn gained nothing measurable: "
                         "results/students.md)"},
     "speed": {"help": "skip throughput/latency timing"},
     "out": {"help": "run folder (default: %(default)s)"},
