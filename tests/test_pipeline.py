@@ -344,11 +344,16 @@ def test_teacher_vectors_start_the_cbow_embedding_and_nothing_else(files, tiny_b
     assert run(runs["mine"], progress=False)["rows"][1]["accuracy"] == mine["rows"][1]["accuracy"]
 
 
-def test_the_attention_cbow_trains_beside_the_paper_cbow(files, tiny_bert, tmp_path):
+def test_the_attention_cbow_trains_beside_the_paper_cbow(files, tiny_bert, tmp_path, monkeypatch):
     from tinydistill import runtime
     from tinydistill.students import Student
+    from tinydistill.teacher import Teacher
 
-    results = run(config(files, tiny_bert, tmp_path, students=["cbow", "cbow-attn"], speed=False), progress=False)
+    read, word_vectors = [], Teacher.word_vectors
+    monkeypatch.setattr(Teacher, "word_vectors", lambda self, words: read.append(words) or word_vectors(self, words))
+    results = run(config(files, tiny_bert, tmp_path, students=["cbow", "cbow-attn"], speed=False,
+                         teacher_vectors=True), progress=False)
+    assert len(read) == 1  # both CBoW students start from the teacher's word vectors, read once
     rows = {r["model"].split(" ")[0]: r for r in results["rows"]}
     assert set(rows) == {"teacher", "cbow", "cbow-nods", "cbow-attn", "cbow-attn-nods"}
     assert rows["cbow-attn"]["accuracy"] >= 0.7  # chance: 0.5

@@ -303,13 +303,14 @@ def _students(c: RunConfig, task: Task, run_dir: Path, train_cfg: TrainConfig,
     in-memory transfer texts beside GloVe's (`bases.side_by_side`)."""
     models: dict[str, Student] = {}
     glove = word_vectors(c.glove)
+    read: dict[tuple, tuple] = {}  # the teacher's word vectors by vocabulary: both CBoW students share them
     names = task.labeled.label_names
     texts, logits, grown = texts_logits_grown
     for name in c.students:
         pool = grown if grown and name in GROWN else None
         transfer = (texts + pool[0], np.concatenate([logits, pool[1]])) if pool else (texts, logits)
         mine = c.teacher_vectors and name in TEACHER_VECTOR_STUDENTS
-        vectors = _starting_vectors(teacher, name, transfer[0], glove) if mine else (lambda: glove)
+        vectors = _starting_vectors(teacher, name, transfer[0], glove, read) if mine else (lambda: glove)
         key = digest(name, train_cfg.to_dict(), transfer_key, *(pool[:1] if pool else ()), mine or glove is not None,
                      "calibrated", *(["teacher vectors"] if mine else []))
         if streamed:  # shard folders join the transfer set block by block (distill.fit_stream), never in memory
@@ -330,16 +331,14 @@ def _students(c: RunConfig, task: Task, run_dir: Path, train_cfg: TrainConfig,
     return models
 
 
-def _starting_vectors(teacher: Teacher, name: str, texts: list[str], glove) -> Callable[[], tuple]:
-    """The teacher's word vectors of the words of `texts` beside GloVe's (`bases.side_by_side`), computed when first
-    asked for: a student reused from its folder needs none."""
-    memo: list[tuple] = []
+def _starting_vectors(teacher: Teacher, name: str, texts: list[str], glove, read: dict) -> Callable[[], tuple]:
+    """The teacher's word vectors of `texts`' words beside GloVe's (`bases.side_by_side`), read when first asked for."""
 
     def vectors() -> tuple:
-        if not memo:
-            words = vocabulary(name, texts).words
-            memo.append(side_by_side(words, teacher.word_vectors(words), glove))
-        return memo[0]
+        words = vocabulary(name, texts).words
+        if tuple(words) not in read:
+            read[tuple(words)] = side_by_side(words, teacher.word_vectors(words), glove)
+        return read[tuple(words)]
     return vectors
 
 
