@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tinydistill import data as data_mod
+from tinydistill.cards import NAMES as STUDENT_NAMES
 from tinydistill.config import RunConfig
 from tinydistill.errors import TinyDistillError
 
@@ -14,9 +15,7 @@ TABLE3_SIZES = (200, 6920)  # SST-2 labels, low and high resource (the paper's T
 CURVE_DATASETS, CURVE_SIZES = ("sst2", "agnews"), (50, 100, 200, 500, 1000)  # `reproduce curves`
 
 # display names of the models and datasets, in tables and plots
-NAMES = {"cbow": "CBoW-FFN", "cbow-attn": "CBoW-attn", "bilstm": "BiLSTM", "cnn": "CNN", "fasttext": "fastText",
-         "setfit": "SetFit (MiniLM)",
-         "tfidf-lr": "TF-IDF + LR"}
+NAMES = {**STUDENT_NAMES, "fasttext": "fastText", "setfit": "SetFit (MiniLM)", "tfidf-lr": "TF-IDF + LR"}
 TITLES = {"agnews": "AGNews", "emotion": "Emotion", "imdb": "IMDB", "sst2": "SST-2", "cola": "CoLA"}
 
 
