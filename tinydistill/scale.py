@@ -11,8 +11,11 @@ actors and keeps the pool's order and duplicate check on the driver, so a pool e
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -45,6 +48,34 @@ def connect(address: str | None = None) -> Any:
     ray.data.DataContext.get_current().enable_progress_bars = False  # ours counts shards
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # its per-dataset INFO lines drown the progress bar
     return ray
+
+
+def rows(dataset: Any) -> Iterator[dict]:
+    """The rows of a Ray dataset; once all are read, or the reader stops early (a pool that is full), Ray Data's
+    helper threads are finished (`settle`). An error leaves its read as it is: the process ends with it anyway."""
+    try:
+        yield from dataset.iter_rows()
+    except GeneratorExit:  # closed half way
+        pass
+    settle()
+
+
+def settle(timeout: float = 10.0) -> None:
+    """Stop Ray Data's block-prefetcher threads and join them and its executor threads, while Ray is still up.
+
+    A read that stops half way leaves its prefetcher's thread parked for good, holding object references
+    (the thread's target holds the prefetcher, so collecting it never stops it); with such a thread left, Ray
+    ended the driver with status 1 at its exit although the work had succeeded. Call only between reads."""
+    gc.collect()
+    deadline = time.monotonic() + timeout
+    for thread in threading.enumerate():
+        if thread.name == "Prefetcher":
+            stop = getattr(getattr(getattr(thread, "_target", None), "__self__", None), "stop", None)
+            if callable(stop):
+                stop()
+        elif not thread.name.startswith("StreamingExecutor-"):
+            continue
+        thread.join(max(deadline - time.monotonic(), 0.0))
 
 
 def _on_gpu(model: Any) -> Any:
@@ -111,7 +142,7 @@ def ray_engine(address: str | None = None, workers: int = 1, threads_per_worker:
                                    "gpus": gpus_per_worker},
             num_cpus=threads_per_worker, num_gpus=gpus_per_worker or None)
         with _user_errors():
-            for row in dataset.iter_rows():
+            for row in rows(dataset):
                 yield int(row["index"]), json.loads(row["entry"])
 
     return engine
@@ -168,7 +199,7 @@ def ray_rounds(maker: Any, count: int, n: int, seed: int, address: str | None = 
             _Drawer, batch_size=chunk, compute=ray.data.ActorPoolStrategy(size=workers),
             fn_constructor_kwargs={"maker": maker, "seed": seed, "n": n}, num_cpus=1)
         with _user_errors():
-            for row in dataset.iter_rows():
+            for row in rows(dataset):
                 yield int(row["sentence"]), json.loads(row["found"])
 
     return draw
