@@ -50,7 +50,7 @@ def connect(address: str | None = None) -> Any:
     return ray
 
 
-def rows(dataset: Any) -> Iterator[dict]:
+def _rows(dataset: Any) -> Iterator[dict]:
     """The rows of a Ray dataset; once all are read, or the reader stops early (a pool that is full), Ray Data's
     helper threads are finished (`settle`). An error leaves its read as it is: the process ends with it anyway."""
     try:
@@ -142,7 +142,7 @@ def ray_engine(address: str | None = None, workers: int = 1, threads_per_worker:
                                    "gpus": gpus_per_worker},
             num_cpus=threads_per_worker, num_gpus=gpus_per_worker or None)
         with _user_errors():
-            for row in rows(dataset):
+            for row in _rows(dataset):
                 yield int(row["index"]), json.loads(row["entry"])
 
     return engine
@@ -199,7 +199,7 @@ def ray_rounds(maker: Any, count: int, n: int, seed: int, address: str | None = 
             _Drawer, batch_size=chunk, compute=ray.data.ActorPoolStrategy(size=workers),
             fn_constructor_kwargs={"maker": maker, "seed": seed, "n": n}, num_cpus=1)
         with _user_errors():
-            for row in rows(dataset):
+            for row in _rows(dataset):
                 yield int(row["sentence"]), json.loads(row["found"])
 
     return draw
