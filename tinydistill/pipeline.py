@@ -332,13 +332,16 @@ def _students(c: RunConfig, task: Task, run_dir: Path, train_cfg: TrainConfig,
 
 
 def _starting_vectors(teacher: Teacher, name: str, texts: list[str], glove, read: dict) -> Callable[[], tuple]:
-    """The teacher's word vectors of `texts`' words beside GloVe's (`bases.side_by_side`), read when first asked for."""
+    """The teacher's vectors of `texts`' words beside GloVe's (`bases.side_by_side`), once per vocabulary."""
+    memo: list[tuple] = []
 
     def vectors() -> tuple:
-        words = vocabulary(name, texts).words
-        if tuple(words) not in read:
-            read[tuple(words)] = side_by_side(words, teacher.word_vectors(words), glove)
-        return read[tuple(words)]
+        if not memo:
+            words = vocabulary(name, texts).words
+            if tuple(words) not in read:
+                read[tuple(words)] = side_by_side(words, teacher.word_vectors(words), glove)
+            memo.append(read[tuple(words)])
+        return memo[0]
     return vectors
 
 
