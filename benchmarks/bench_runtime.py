@@ -8,8 +8,9 @@ other processes hits them alike; the median round is reported, with ratios to th
 fastText. Rates are texts per CPU-second of this single-threaded process (one core's throughput, which stays
 meaningful on a machine shared with other jobs); wall-clock rates are printed after them. Students are trained
 for a few steps on sst2 train (speed does not depend on accuracy) unless `--run` names a run folder with
-`students/<name>/`. Also checks: runtime vs torch probabilities (max |diff|)
-and int8 vs float label agreement on the test split.
+`students/<name>/`. CBoW students are also timed with their word sums on the numpy gather (`numpy only`, the
+path without scipy) beside scipy's sparse product, with the ratio. Also checks: runtime vs torch probabilities
+(max |diff|) and int8 vs float label agreement on the test split.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from tinydistill import runtime  # noqa: E402
+from tinydistill import forwards, runtime  # noqa: E402
 from tinydistill.data import load_paper_dataset, resolve_data_dir  # noqa: E402
 from tinydistill.errors import TinyDistillError  # noqa: E402
 from tinydistill.export import export  # noqa: E402
@@ -67,6 +68,17 @@ def fasttext_predict(train):
     peer = FastText(epoch=5).fit(train.texts, train.labels)
     model = peer.model_
     return lambda batch: model.predict([" ".join(t.split()) for t in batch], k=1)[0]
+
+
+def numpy_only(predict):
+    """`predict` with the CBoW's word sums on the numpy gather path (as without scipy), for the side-by-side."""
+    def run(batch):
+        saved, forwards.SPARSE_FROM = forwards.SPARSE_FROM, 10**9
+        try:
+            return predict(batch)
+        finally:
+            forwards.SPARSE_FROM = saved
+    return run
 
 
 def measure(contenders: dict, texts: list[str], batch_size: int, rounds: int) -> tuple[dict, dict]:
@@ -121,6 +133,8 @@ def main() -> None:
             int8 = runtime.load(export(folder, Path(tmp) / f"{name}-int8", "int8")[0])
             contenders = {"runtime": model.predict, "int8": int8.predict,
                           "torch": lambda b, s=student: s.predict(b)}
+            if name.startswith("cbow") and forwards._csr_matrix() is not None:
+                contenders["numpy only"] = numpy_only(model.predict)
             if fast is not None:
                 contenders["fasttext"] = fast
             rate, wall = measure(contenders, texts, args.batch_size, args.rounds)
@@ -143,6 +157,13 @@ def main() -> None:
         ft_rate, ft_ratio = (f"{ft:,.0f}", f"{rate['runtime'] / ft:.2f}") if ft else ("missing", "-")
         print(f"{name:8} {rate['runtime']:9,.0f} {rate['int8']:9,.0f} {rate['torch']:9,.0f} {ft_rate:>9} "
               f"{rate['runtime'] / rate['torch']:9.2f} {ft_ratio:>12} {diff:13.1e} {agree:11.2%}")
+    sums = [(name, rate) for name, rate, *_ in rows if "numpy only" in rate]
+    if sums:
+        print("\nCBoW word sums by scipy's sparse product (the runtime's path for batches of "
+              f"{forwards.SPARSE_FROM}+ texts) against the numpy gather it falls back on without scipy")
+        for name, rate in sums:
+            print(f"{name:9} runtime {rate['runtime']:,.0f}  numpy only {rate['numpy only']:,.0f}  "
+                  f"ratio {rate['runtime'] / rate['numpy only']:.2f}")
     print(f"\nwall-clock texts/s (load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
     for name, _, wall, _, _ in rows:
         print(f"{name:8} " + " ".join(f"{k} {v:,.0f}" for k, v in wall.items()))

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import toy_texts
 
-from tinydistill import runtime, words
+from tinydistill import forwards, runtime, words
 from tinydistill.distill import TrainConfig
 from tinydistill.errors import TinyDistillError
 from tinydistill.export import export, onnx_logits
@@ -72,6 +72,21 @@ def test_attention_cbow_with_far_apart_word_scores(students, tmp_path):
     np.testing.assert_allclose(model.predict_proba(texts), wide.predict_proba(texts), atol=1e-5)
     np.testing.assert_allclose(np.concatenate([model.predict_proba([t]) for t in texts]),
                                model.predict_proba(texts), atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["cbow", "cbow-attn"])
+def test_word_sums_with_and_without_scipy(kind, students, monkeypatch):
+    """A CBoW's word rows are summed by scipy's sparse product from `SPARSE_FROM` texts a call, by a numpy
+    gather below that and wherever scipy is missing: the same logits every way."""
+    model = runtime.load(students[kind][1])
+    texts = probe_texts()
+    assert forwards._csr_matrix() is not None and len(texts) >= forwards.SPARSE_FROM
+    sparse = model.logits(texts)
+    monkeypatch.setattr(forwards, "_csr_matrix", lambda: None)
+    np.testing.assert_allclose(model.logits(texts), sparse, atol=1e-6)
+    monkeypatch.undo()
+    monkeypatch.setattr(forwards, "SPARSE_FROM", 10**9)
+    np.testing.assert_allclose(model.logits(texts), sparse, atol=1e-6)
 
 
 @pytest.mark.parametrize("kind", sorted(CONFIGS))
