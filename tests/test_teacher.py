@@ -135,3 +135,66 @@ def test_contrastive_stage_pulls_same_label_texts_together_then_fits_the_head(ti
     assert (t.predict(test, progress=False) == np.array(["neg", "pos"])[gold]).mean() >= 0.8
     again = train_teacher(tiny_bert, texts, labels, ["neg", "pos"], recipe, progress=False)
     assert again.fingerprint == t.fingerprint
+
+
+@pytest.mark.parametrize("held_out", [0.0, 0.25])
+def test_killed_fine_tuning_resumes_from_its_checkpoint_to_the_same_teacher(tiny_bert, tmp_path, monkeypatch,
+                                                                           caplog, held_out):
+    import json
+
+    from tinydistill import finetune
+
+    texts, labels = toy_texts(48)
+    recipe = replace(QUICK, val_fraction=held_out)
+    whole = train_teacher(tiny_bert, texts, labels, ["neg", "pos"], recipe, progress=False)
+    folder, steps = tmp_path / "checkpoint", whole.info["training"]["steps"]
+    original, calls = finetune._step, [0]
+
+    def killed_at_20(*args):
+        calls[0] += 1
+        if calls[0] == 20:
+            raise KeyboardInterrupt  # the run is killed during step 20: step 19's state is on disk
+        original(*args)
+
+    monkeypatch.setattr(finetune, "_step", killed_at_20)
+    with pytest.raises(KeyboardInterrupt):
+        train_teacher(tiny_bert, texts, labels, ["neg", "pos"], recipe, progress=False, checkpoint=folder,
+                      checkpoint_every=0)
+    monkeypatch.setattr(finetune, "_step", original)
+    assert json.loads((folder / "state.json").read_text())["step"] == 19 < steps
+    assert not list(folder.glob("*.bin")) and not list(folder.glob("*.pkl"))  # nothing to unpickle
+    resumed = train_teacher(tiny_bert, texts, labels, ["neg", "pos"], recipe, progress=False, checkpoint=folder)
+    assert resumed.info["training"]["resumed_at_step"] == 19 and resumed.info["training"]["steps"] == steps
+    assert resumed.fingerprint == whole.fingerprint  # the same weights, bit for bit, as the uninterrupted run
+    assert resumed.info["training"]["held_out_accuracy"] == whole.info["training"]["held_out_accuracy"]
+
+    other = train_teacher(tiny_bert, texts, [1 - y for y in labels], ["neg", "pos"], recipe, progress=False,
+                          checkpoint=folder)  # other labels: the checkpoint is not theirs
+    assert "resumed_at_step" not in other.info["training"] and "another training's" in caplog.text
+
+
+def test_corrupt_checkpoint_is_detected_and_training_starts_afresh(tiny_bert, teacher, tmp_path, monkeypatch,
+                                                                  caplog):
+    from tinydistill import finetune
+
+    texts, labels = toy_texts(48)
+    original, calls = finetune._step, [0]
+
+    def killed_at_10(*args):
+        calls[0] += 1
+        if calls[0] == 10:
+            raise KeyboardInterrupt
+        original(*args)
+
+    monkeypatch.setattr(finetune, "_step", killed_at_10)
+    with pytest.raises(KeyboardInterrupt):
+        train_teacher(tiny_bert, texts, labels, ["neg", "pos"], QUICK, progress=False, checkpoint=tmp_path / "c",
+                      checkpoint_every=0)
+    monkeypatch.setattr(finetune, "_step", original)
+    weights = tmp_path / "c" / "state.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    again = train_teacher(tiny_bert, texts, labels, ["neg", "pos"], QUICK, progress=False, checkpoint=tmp_path / "c")
+    assert "does not match its sha256" in caplog.text and "resumed_at_step" not in again.info["training"]
+    assert again.fingerprint == teacher.fingerprint  # trained from the base, as without a checkpoint

@@ -11,11 +11,15 @@ the report says which device and precision trained the teacher.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
+import os
+import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +112,7 @@ RECIPES: dict[str, Recipe] = {
     "contrastive": Recipe(epochs=0, lr=2e-5, batch_size=16, warmup=0.1, pooling="mean", contrastive=200),
 }
 DEFAULT_RECIPE = "strong"
+CHECKPOINT_EVERY = 600.0  # seconds of fine-tuning between two saves of its state (`Checkpoint`)
 
 
 def get_recipe(name: str, **overrides) -> Recipe:
@@ -129,7 +134,8 @@ def _set_seed(seed: int) -> None:
 
 def train_teacher(base: str, texts: Sequence[str], labels: Sequence[int], label_names: Sequence[str],
                   recipe: Recipe | None = None, progress: bool = True, pool: Sequence[str] = (),
-                  device: str | torch.device | None = None) -> Teacher:
+                  device: str | torch.device | None = None, checkpoint: str | os.PathLike | None = None,
+                  checkpoint_every: float | None = None) -> Teacher:
     """Fine-tune `base` (a short name, folder or hub id) on labelled texts; returns the teacher.
 
     With `recipe.val_fraction` > 0 a stratified slice of the labels is held out and the best checkpoint on
@@ -138,14 +144,25 @@ def train_teacher(base: str, texts: Sequence[str], labels: Sequence[int], label_
     with `recipe.self_train` > 0 and unlabelled `pool` texts, see `self_train`; with `recipe.contrastive` > 0
     the encoder first gets that many contrastive steps (`_contrast`) and only the head is then fit (`_fit_head`).
     `device` is a `device.resolve_device` spec (None: the CPU, in fp32 as always).
+
+    With a `checkpoint` folder, the fine-tuning's state is saved there every `checkpoint_every` seconds (None:
+    `CHECKPOINT_EVERY`) and a training of the same base, labels and recipe resumes from it (`Checkpoint`; an
+    ensemble's members in member-<k>/; self-training's second round and the contrastive stage are not
+    checkpointed). Remove the folder once the teacher is saved.
     """
     recipe = recipe or RECIPES[DEFAULT_RECIPE]
     if recipe.members > 1:
         members = [train_teacher(base, texts, labels, label_names, replace(recipe, members=1, seed=recipe.seed + k),
-                                 progress, pool, device) for k in range(recipe.members)]
+                                 progress, pool, device,
+                                 None if checkpoint is None else Path(checkpoint) / f"member-{k}", checkpoint_every)
+                   for k in range(recipe.members)]
         return Teacher.committee(members, recipe.to_info()).to(members[0].device)  # where the members are
+    first = replace(recipe, self_train=0)
+    saver = None if checkpoint is None else Checkpoint(
+        checkpoint, checkpoint_key(base, texts, labels, label_names, first, device),
+        CHECKPOINT_EVERY if checkpoint_every is None else checkpoint_every)
     with torch_threads(recipe.threads or torch.get_num_threads()):
-        teacher = _train(base, texts, labels, label_names, replace(recipe, self_train=0), progress, device)
+        teacher = _train(base, texts, labels, label_names, first, progress, device, saver)
     if recipe.self_train > 0 and pool:
         teacher = self_train(teacher, base, texts, labels, label_names, pool, recipe, progress, device)
     return teacher
@@ -192,7 +209,7 @@ def _self_train(first: Teacher, base: str, texts: Sequence[str], labels: Sequenc
 
 
 def _train(base: str, texts: Sequence[str], labels: Sequence[int], label_names: Sequence[str], recipe: Recipe,
-           progress: bool, device: str | torch.device | None = None) -> Teacher:
+           progress: bool, device: str | torch.device | None = None, checkpoint: Checkpoint | None = None) -> Teacher:
     from transformers import AutoModel, AutoTokenizer
 
     from tinydistill.data import Split, stratified_sample
@@ -227,10 +244,13 @@ def _train(base: str, texts: Sequence[str], labels: Sequence[int], label_names: 
         step = recipe.contrastive
         best = (_accuracy(teacher, val_texts, val_labels), step)
     else:
-        step, best = _fine_tune(model, teacher, texts, labels, val_texts, val_labels, recipe, progress)
+        step, best = _fine_tune(model, teacher, texts, labels, val_texts, val_labels, recipe, progress, checkpoint)
     model.eval()
-    report = {"steps": step, "best_step": best[1] if val_texts else step, "seconds": round(time.time() - started, 1),
-              "threads": torch.get_num_threads(),
+    before = checkpoint.seconds_before if checkpoint is not None else 0.0
+    resumed = {"resumed_at_step": checkpoint.resumed_at} if checkpoint is not None and checkpoint.resumed_at else {}
+    report = {"steps": step, "best_step": best[1] if val_texts else step,
+              "seconds": round(time.time() - started + before, 1), "threads": torch.get_num_threads(),
+              **resumed,
               "labels_trained": len(texts), "labels_held_out": len(val_texts),
               "held_out_accuracy": best[0] if val_texts else None,
               "device": str(teacher.device), "precision": teacher.precision}
@@ -246,8 +266,10 @@ def _accuracy(teacher: Teacher, texts: Sequence[str], labels: Sequence[int]) -> 
 
 
 def _fine_tune(model: Classifier, teacher: Teacher, texts: list[str], labels: list[int], val_texts: list[str],
-               val_labels: list[int], recipe: Recipe, progress: bool) -> tuple[int, tuple[float, int]]:
+               val_labels: list[int], recipe: Recipe, progress: bool,
+               checkpoint: Checkpoint | None = None) -> tuple[int, tuple[float, int]]:
     """Encoder and head together on cross-entropy; with held-out labels, the best checkpoint on them is kept.
+    With a `checkpoint`, training resumes from it when it holds this training's state, and saves to it as due.
 
     Returns the steps taken and (best held-out accuracy, its step)."""
     steps_per_epoch = math.ceil(len(texts) / recipe.batch_size)
@@ -261,35 +283,172 @@ def _fine_tune(model: Classifier, teacher: Teacher, texts: list[str], labels: li
     y = torch.tensor(labels).to(teacher.device)
     scaler = grad_scaler(teacher.device)
     eval_every = max(steps_per_epoch, 25)
-    best: tuple[float, int, dict | None] = (-1.0, 0, None)
-    since_best, step = 0, 0
-    bar = tqdm(total=total, desc=f"teacher {teacher.info['base']}", disable=not progress, unit="step")
+    loop = Loop()
+    if checkpoint is not None:
+        loop = checkpoint.load(model, optimiser, schedule, scaler, rng) or loop
+    bar = tqdm(total=total, initial=loop.step, desc=f"teacher {teacher.info['base']}", disable=not progress,
+               unit="step")
     model.train()
-    while step < total and since_best < recipe.patience:
-        perm = rng.permutation(len(texts))
-        for start in range(0, len(perm), recipe.batch_size):
-            rows = perm[start: start + recipe.batch_size]
-            enc = teacher.encode([texts[i] for i in rows])
-            with autocast(teacher.device):
-                loss = nn.functional.cross_entropy(model(enc["input_ids"], enc["attention_mask"]), y[rows])
-            _step(loss, model, optimiser, schedule, scaler)
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
-            if val_texts and (step % eval_every == 0 or step == total):
-                acc = _accuracy(teacher, val_texts, val_labels)
-                model.train()
-                if acc > best[0]:
-                    best = (acc, step, {k: v.clone() for k, v in model.state_dict().items()})
-                    since_best = 0
-                else:
-                    since_best += 1
-            if step >= total or since_best >= recipe.patience:
-                break
+    while loop.step < total and loop.since_best < recipe.patience:
+        if loop.start >= len(loop.perm):  # an epoch begins: a fresh order of the labels
+            loop.perm, loop.start = rng.permutation(len(texts)), 0
+        rows = loop.perm[loop.start: loop.start + recipe.batch_size]
+        loop.start += recipe.batch_size
+        enc = teacher.encode([texts[i] for i in rows])
+        with autocast(teacher.device):
+            loss = nn.functional.cross_entropy(model(enc["input_ids"], enc["attention_mask"]), y[rows])
+        _step(loss, model, optimiser, schedule, scaler)
+        loop.step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+        if val_texts and (loop.step % eval_every == 0 or loop.step == total):
+            acc = _accuracy(teacher, val_texts, val_labels)
+            model.train()
+            if acc > loop.best[0]:
+                loop.best = (acc, loop.step, {k: v.clone() for k, v in model.state_dict().items()})
+                loop.since_best = 0
+            else:
+                loop.since_best += 1
+        if checkpoint is not None and checkpoint.due() and loop.step < total:
+            checkpoint.save(model, optimiser, schedule, scaler, rng, loop)
     bar.close()
-    if best[2] is not None:
-        model.load_state_dict(best[2])
-    return step, best[:2]
+    if loop.best[2] is not None:
+        model.load_state_dict(loop.best[2])
+    return loop.step, (loop.best[0], loop.best[1])
+
+
+# ------------------------------------------------------------------------------------ resumable training
+
+@dataclass
+class Loop:
+    """Where a fine-tuning loop is: steps taken, this epoch's order of the labels and the next batch's start in
+    it, the best held-out (accuracy, step, weights) so far and the evaluations since."""
+    step: int = 0
+    perm: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    start: int = 0
+    best: tuple[float, int, dict | None] = (-1.0, 0, None)
+    since_best: int = 0
+
+
+class Checkpoint:
+    """A fine-tuning's state saved to `folder` every `every` seconds, so that a killed run resumes there.
+
+    The state is everything the next step depends on: weights, AdamW's moments, the schedule, the gradient
+    scaler, the loop (`Loop`) and the random generators (numpy's for the order, torch's for dropout), so a
+    resumed teacher equals an uninterrupted one on the CPU. Tensors go to `state.safetensors`, the rest to
+    `state.json` with the tensors' sha256 and `key` (what is trained: base, recipe, labels). The folder is
+    replaced atomically. A checkpoint of another key, or one that fails a check, is not used: training starts
+    from the base with a one-line warning. Nothing is unpickled. The caller removes the folder once the teacher
+    is saved.
+    """
+
+    def __init__(self, folder: str | os.PathLike, key: str, every: float = CHECKPOINT_EVERY):
+        self.folder, self.key, self.every = Path(folder), key, every
+        self.last = self.began = time.monotonic()
+        self.resumed_at = 0  # the step training resumed at (0: from the base)
+        self.seconds_before = 0.0  # fine-tuning seconds spent before that
+
+    def due(self) -> bool:
+        return time.monotonic() - self.last >= self.every
+
+    def save(self, model: nn.Module, optimiser: torch.optim.Optimizer, schedule, scaler,
+             rng: np.random.Generator, loop: Loop) -> None:
+        """Write the state; a failure to write is a warning (training goes on, without this checkpoint)."""
+        from safetensors.torch import save_file
+
+        from tinydistill.folders import replace_folder, sha256_file, staging
+
+        state = optimiser.state_dict()
+        tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
+        tensors.update({f"optimiser/{i}/{name}": value for i, entry in state["state"].items()
+                        for name, value in entry.items()})
+        tensors["perm"] = torch.from_numpy(np.asarray(loop.perm, dtype=np.int64))
+        tensors["rng/torch"] = torch.get_rng_state()
+        device = next(model.parameters()).device
+        if device.type == "cuda":
+            tensors["rng/cuda"] = torch.cuda.get_rng_state(device)
+        if loop.best[2] is not None:
+            tensors.update({f"best/{k}": v for k, v in loop.best[2].items()})
+        tmp = None
+        try:
+            tmp = staging(self.folder)
+            save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / "state.safetensors"))
+            meta = {"key": self.key, "step": loop.step, "start": loop.start, "since_best": loop.since_best,
+                    "best": [loop.best[0], loop.best[1]], "numpy": rng.bit_generator.state,
+                    "param_groups": state["param_groups"], "schedule": schedule.state_dict(),
+                    "scaler": scaler.state_dict() if scaler is not None else None,
+                    "seconds": round(self.seconds_before + time.monotonic() - self.began, 1),
+                    "sha256": sha256_file(tmp / "state.safetensors")}
+            (tmp / "state.json").write_text(json.dumps(meta))
+            replace_folder(tmp, self.folder)
+        except (OSError, ValueError, RuntimeError, TypeError, TinyDistillError) as exc:
+            log.warning("teacher checkpoint %s: not saved (%s); training goes on", self.folder, exc)
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+        self.last = time.monotonic()
+
+    def load(self, model: nn.Module, optimiser: torch.optim.Optimizer, schedule, scaler,
+             rng: np.random.Generator) -> Loop | None:
+        """Restore the state into the freshly made model, optimiser, schedule, scaler and `rng`, and return the
+        loop; None (the objects untouched) when there is no usable checkpoint of this training."""
+        self.began = time.monotonic()
+        if not (self.folder / "state.json").exists():
+            return None
+        try:
+            state, tensors = self._read()
+            live = model.state_dict()
+            weights = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
+            if {k: tuple(v.shape) for k, v in weights.items()} != {k: tuple(v.shape) for k, v in live.items()}:
+                raise TinyDistillError("its weights do not fit this model")
+            moments: dict[int, dict] = {}
+            for name, value in tensors.items():
+                if name.startswith("optimiser/"):
+                    _, index, part = name.split("/", 2)
+                    moments.setdefault(int(index), {})[part] = value
+            params = [p for group in optimiser.param_groups for p in group["params"]]
+            if any(not 0 <= i < len(params) or any(v.dim() and v.shape != params[i].shape for v in m.values())
+                   for i, m in moments.items()):
+                raise TinyDistillError("its optimiser state does not fit this model")
+            model.load_state_dict(weights)
+            optimiser.load_state_dict({"state": moments, "param_groups": state["param_groups"]})
+            schedule.load_state_dict(state["schedule"])
+            if scaler is not None and state["scaler"]:
+                scaler.load_state_dict(state["scaler"])
+            rng.bit_generator.state = state["numpy"]
+            torch.set_rng_state(tensors["rng/torch"])
+            device = next(model.parameters()).device
+            if device.type == "cuda" and "rng/cuda" in tensors:
+                torch.cuda.set_rng_state(tensors["rng/cuda"], device)
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError, TinyDistillError) as exc:
+            log.warning("teacher checkpoint %s: not used (%s); fine-tuning from the start", self.folder,
+                        str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+            return None
+        best = {k[len("best/"):]: v.to(device) for k, v in tensors.items() if k.startswith("best/")}
+        loop = Loop(state["step"], tensors["perm"].numpy(), state["start"],
+                    (state["best"][0], state["best"][1], best or None), state["since_best"])
+        self.resumed_at, self.seconds_before = loop.step, float(state["seconds"])
+        log.info("teacher: resuming fine-tuning at step %d from %s", loop.step, self.folder)
+        return loop
+
+    def _read(self) -> tuple[dict, dict[str, torch.Tensor]]:
+        from safetensors.torch import load_file
+
+        from tinydistill.folders import sha256_file
+
+        state = json.loads((self.folder / "state.json").read_text())
+        if not isinstance(state, dict) or state.get("key") != self.key:
+            raise TinyDistillError("it is another training's (other labels, base or recipe)")
+        if sha256_file(self.folder / "state.safetensors") != state.get("sha256"):
+            raise TinyDistillError("state.safetensors does not match its sha256: corrupt or partly written")
+        return state, load_file(str(self.folder / "state.safetensors"))
+
+
+def checkpoint_key(base: str, texts: Sequence[str], labels: Sequence[int], label_names: Sequence[str],
+                   recipe: Recipe, device: str | torch.device | None) -> str:
+    """What a fine-tuning's checkpoint must match to be resumed: the base, labels, recipe and device."""
+    parts = [base, list(texts), [int(x) for x in labels], [str(x) for x in label_names], recipe.to_dict(),
+             str(device or "cpu")]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _contrast(model: Classifier, teacher: Teacher, texts: list[str], labels: list[int], recipe: Recipe,

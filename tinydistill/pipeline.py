@@ -13,6 +13,7 @@ import importlib.util
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
@@ -133,11 +134,17 @@ def _cached_teacher(base: str, recipe: Recipe, task: Task, folder: Path | None, 
                              task.transfer, recipe, progress, device)
     else:
         teacher = train_teacher(base, task.labeled.texts, task.labeled.labels or [], task.labeled.label_names,
-                                recipe, progress=progress, device=device)
+                                recipe, progress=progress, device=device, checkpoint=_checkpoint_folder(key))
     teacher.info["key"] = key
     for place in [p for p in (folder, shared) if p is not None]:
         teacher.save_pretrained(place)
+    shutil.rmtree(_checkpoint_folder(key), ignore_errors=True)  # the teacher is saved: nothing to resume
     return teacher
+
+
+def _checkpoint_folder(key: str) -> Path:
+    """Where a teacher's fine-tuning in progress keeps its state, so a killed run resumes it (`Checkpoint`)."""
+    return cache_root() / "checkpoints" / key
 
 
 def choose_labeller(c: RunConfig, teacher: Teacher, task: Task, cache: LogitCache | None) -> tuple[Teacher, dict]:
@@ -380,9 +387,11 @@ def fine_tune_teacher(c: RunConfig, out: str, device: str = "auto", overwrite: b
             check_out(out, "teacher", overwrite, source=source, inside_ok=True)
     check_out(out, "teacher", overwrite)
     task = load_task(c, transfer=False)
+    resume = _checkpoint_folder(_teacher_key(c.teacher, recipe, task, on))
     teacher = train_teacher(c.teacher, task.labeled.texts, task.labeled.labels or [], task.labeled.label_names,
-                            recipe, progress=progress, pool=task.transfer, device=on)
+                            recipe, progress=progress, pool=task.transfer, device=on, checkpoint=resume)
     teacher.save_pretrained(out, overwrite=overwrite)
+    shutil.rmtree(resume, ignore_errors=True)
     spec = data_mod.PAPER_DATASETS.get(c.data)
     update_provenance(out, {**stamp(), "method": "fine-tuned teacher", "teacher": c.teacher, "recipe": c.recipe,
                             "data": c.data, "language": "en" if spec else None,

@@ -102,7 +102,9 @@ def register(sub) -> None:
     field_options(p, RunConfig, RUN_OPTIONS, DEVICES)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("train-teacher", help="fine-tune a teacher on a sample of labels and save it")
+    p = sub.add_parser("train-teacher", help="fine-tune a teacher on a sample of labels and save it",
+                       description="Fine-tune a teacher on a sample of labels and save it. Its state is checkpointed "
+                       "in the cache every 10 minutes: run the same command again after a kill and it resumes.")
     field_options(p, RunConfig, RUN_OPTIONS, [f for f in DATA if f != "test_size"] + list(TEACHER))
     p.add_argument("--out", required=True, help="folder for the fine-tuned teacher")
     overwrite_option(p, "a teacher folder")
