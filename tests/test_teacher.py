@@ -61,11 +61,33 @@ def test_logit_cache_computes_only_what_is_missing(teacher, tmp_path, monkeypatc
     first = teacher.logits(texts[:20], cache=cache, progress=False)
     seen: list[int] = []
     original = teacher._compute
-    monkeypatch.setattr(teacher, "_compute", lambda t, b, progress: seen.append(len(t)) or original(t, b, progress))
+    monkeypatch.setattr(teacher, "_compute",
+                        lambda t, b, progress, bar=None: seen.append(len(t)) or original(t, b, progress, bar))
     both = teacher.logits(texts, cache=LogitCache(tmp_path / "cache.sqlite"), progress=False)
     assert seen == [10]  # only the 10 new texts went through the model
     np.testing.assert_allclose(both[:20], first, atol=1e-6)
     np.testing.assert_allclose(both, teacher.logits(texts, progress=False), atol=1e-5)
+
+
+def test_labelling_progress_moves_batch_by_batch(teacher, tmp_path, monkeypatch):
+    import tinydistill.teacher as teacher_mod
+
+    steps: list[int] = []
+
+    class Recording:  # stands in for tqdm: records each advance of the one bar `logits` shows
+        def __init__(self, *args, **kwargs):
+            self.disable = kwargs.get("disable", False)
+
+        def update(self, n):
+            steps.append(n)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(teacher_mod, "tqdm", Recording)
+    texts, _ = toy_texts(30, seed=6)
+    teacher.logits(texts, batch_size=8, cache=LogitCache(tmp_path / "cache.sqlite"), progress=True)
+    assert steps == [8, 8, 8, 6]  # per batch of 8, not once for the whole cache chunk
 
 
 def test_recipes_and_bad_names(tiny_bert):

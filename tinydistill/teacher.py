@@ -151,24 +151,29 @@ class Teacher:
         return np.concatenate(out)
 
     @torch.inference_mode()
-    def _compute(self, texts: Sequence[str], batch_size: int, progress: bool) -> np.ndarray:
+    def _compute(self, texts: Sequence[str], batch_size: int, progress: bool, bar: tqdm | None = None) -> np.ndarray:
+        """Logits of `texts`, batch by batch; each batch advances `bar` when given (else a bar of its own)."""
         if self.device.type != "cpu":
-            return self._compute_packed(texts, batch_size, progress)
+            return self._compute_packed(texts, batch_size, progress, bar)
         self.model.eval()
         lengths = [len(t) for t in texts]
         order = np.argsort(lengths, kind="stable")[::-1]  # longest first: memory peaks early, if at all
         out = np.zeros((len(texts), len(self.classes_)), dtype=np.float32)
-        bar = tqdm(total=len(texts), desc="teacher logits", disable=not progress, leave=False, unit="text")
+        own = bar is None
+        bar = tqdm(total=len(texts), desc="teacher logits", disable=not progress, leave=False, unit="text") \
+            if bar is None else bar
         for start in range(0, len(texts), batch_size):
             rows = order[start: start + batch_size]
             enc = self.encode([texts[i] for i in rows])
             out[rows] = self.model(enc["input_ids"], enc["attention_mask"]).float().numpy()
             bar.update(len(rows))
-        bar.close()
+        if own:
+            bar.close()
         return out
 
     @torch.inference_mode()
-    def _compute_packed(self, texts: Sequence[str], batch_size: int, progress: bool) -> np.ndarray:
+    def _compute_packed(self, texts: Sequence[str], batch_size: int, progress: bool,
+                        bar: tqdm | None = None) -> np.ndarray:
         """The GPU path: texts tokenized once, then batches of at most `batch_size` x `max_length` padded tokens
         (`device.token_budget_batches`), computed under autocast and moved back as float32."""
         from tinydistill.device import autocast, token_budget_batches
@@ -180,7 +185,9 @@ class Teacher:
         enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
         ids, masks = enc["input_ids"], enc["attention_mask"]
         pad, left = self.tokenizer.pad_token_id or 0, self.tokenizer.padding_side == "left"
-        bar = tqdm(total=len(texts), desc="teacher logits", disable=not progress, leave=False, unit="text")
+        own = bar is None
+        bar = tqdm(total=len(texts), desc="teacher logits", disable=not progress, leave=False, unit="text") \
+            if bar is None else bar
         for rows in token_budget_batches([len(x) for x in ids], batch_size * self.max_length):
             width = max(len(ids[i]) for i in rows)
             input_ids = np.full((len(rows), width), pad, dtype=np.int64)
@@ -192,7 +199,8 @@ class Teacher:
                 scores = self.model(torch.from_numpy(input_ids).to(self.device), torch.from_numpy(mask).to(self.device))
             out[rows] = scores.float().cpu().numpy()
             bar.update(len(rows))
-        bar.close()
+        if own:
+            bar.close()
         return out
 
     def logits(self, texts: Sequence[str], batch_size: int = 64, cache: LogitCache | None = None,
@@ -209,14 +217,13 @@ class Teacher:
             log.info("teacher logits: %d cached, %d to compute", len(texts) - len(missing), len(missing))
         chunk = 4096  # committed chunk by chunk: a killed run keeps what it finished
         bar = tqdm(total=len(missing), desc="teacher logits", disable=not progress or not missing, unit="text")
-        for start in range(0, len(missing), chunk):
+        for start in range(0, len(missing), chunk):  # the bar moves batch by batch, not chunk by chunk
             rows = missing[start: start + chunk]
-            values = self._compute([texts[i] for i in rows], batch_size, progress=False)
+            values = self._compute([texts[i] for i in rows], batch_size, False, bar)
             _check_finite(values, self.info.get("base", "the teacher"))
             cache.put(self.logit_key, [texts[i] for i in rows], values)
             for i, v in zip(rows, values):
                 known[i] = v
-            bar.update(len(rows))
         bar.close()
         if not known:
             return np.zeros((0, len(self.classes_)), np.float32)
