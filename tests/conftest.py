@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
@@ -50,3 +51,24 @@ def tiny_bert(tmp_path_factory) -> str:
     torch.manual_seed(0)
     BertModel(config).save_pretrained(folder)
     return str(folder)
+
+
+@contextlib.contextmanager
+def killed_at_step(monkeypatch, n: int):
+    """Teacher fine-tuning raises KeyboardInterrupt inside its `n`-th step (a kill: steps 1 to n-1 are done),
+    until the block ends."""
+    from tinydistill import finetune
+
+    original, calls = finetune._step, [0]
+
+    def step(*args):
+        calls[0] += 1
+        if calls[0] == n:
+            raise KeyboardInterrupt
+        original(*args)
+
+    monkeypatch.setattr(finetune, "_step", step)
+    try:
+        yield
+    finally:
+        monkeypatch.setattr(finetune, "_step", original)

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from conftest import toy_texts
+from conftest import killed_at_step, toy_texts
 
 from tinydistill.cli import main
 from tinydistill.config import RunConfig
@@ -377,22 +377,12 @@ def test_a_run_killed_while_fine_tuning_the_teacher_resumes_it(files, tiny_bert,
 
     c = config(files, tiny_bert, tmp_path)
     task = load_task(c, transfer=False)
-    original, calls = finetune._step, [0]
-
-    def killed_at_7(*args):
-        calls[0] += 1
-        if calls[0] == 7:
-            raise KeyboardInterrupt
-        original(*args)
-
     monkeypatch.setattr(finetune, "CHECKPOINT_EVERY", 0.0)  # a checkpoint after every step
-    monkeypatch.setattr(finetune, "_step", killed_at_7)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_at_step(monkeypatch, 7), pytest.raises(KeyboardInterrupt):
         pipeline.get_teacher(c, task, tmp_path / "run", progress=False)
     checkpoints = tmp_path / "cache" / "checkpoints"
     assert [p.name for p in checkpoints.iterdir()] == [pipeline._teacher_key(c.teacher, pipeline.get_recipe(
         c.recipe, epochs=c.teacher_epochs, lr=c.teacher_lr, max_length=c.max_length, seed=c.seed), task)]
-    monkeypatch.setattr(finetune, "_step", original)
     with caplog.at_level(logging.INFO, logger="tinydistill.finetune"):
         teacher = pipeline.get_teacher(c, task, tmp_path / "run", progress=False)
     assert teacher.info["training"]["resumed_at_step"] == 6 and "resuming fine-tuning at step 6" in caplog.text
@@ -404,19 +394,10 @@ def test_train_teacher_interrupted_then_rerun_resumes(files, tiny_bert, tmp_path
 
     args = ["-q", "train-teacher", "--data", files[0], "--labeled", "40", "--teacher", tiny_bert,
             "--teacher-epochs", "10", "--teacher-lr", "1e-3", "--max-length", "16", "--out", str(tmp_path / "t")]
-    original, calls = finetune._step, [0]
-
-    def interrupted_at_12(*a):
-        calls[0] += 1
-        if calls[0] == 12:
-            raise KeyboardInterrupt  # Ctrl-C
-        original(*a)
-
     monkeypatch.setattr(finetune, "CHECKPOINT_EVERY", 0.0)
-    monkeypatch.setattr(finetune, "_step", interrupted_at_12)
-    assert main(args) == 130 and "rerun the same command to resume" in capsys.readouterr().err
+    with killed_at_step(monkeypatch, 12):  # Ctrl-C
+        assert main(args) == 130 and "rerun the same command to resume" in capsys.readouterr().err
     assert not (tmp_path / "t").exists() and len(list((tmp_path / "cache" / "checkpoints").iterdir())) == 1
-    monkeypatch.setattr(finetune, "_step", original)
     assert main(args) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["resumed_at_step"] == 11 and report["steps"] == 300  # the strong recipe's minimum

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from conftest import toy_texts
+from conftest import killed_at_step, toy_texts
 
 from tinydistill.errors import TinyDistillError
 from tinydistill.finetune import RECIPES, get_recipe, train_teacher
@@ -164,25 +164,13 @@ def test_killed_fine_tuning_resumes_from_its_checkpoint_to_the_same_teacher(tiny
                                                                            caplog, held_out):
     import json
 
-    from tinydistill import finetune
-
     texts, labels = toy_texts(48)
     recipe = replace(QUICK, val_fraction=held_out)
     whole = train_teacher(tiny_bert, texts, labels, ["neg", "pos"], recipe, progress=False)
     folder, steps = tmp_path / "checkpoint", whole.info["training"]["steps"]
-    original, calls = finetune._step, [0]
-
-    def killed_at_20(*args):
-        calls[0] += 1
-        if calls[0] == 20:
-            raise KeyboardInterrupt  # the run is killed during step 20: step 19's state is on disk
-        original(*args)
-
-    monkeypatch.setattr(finetune, "_step", killed_at_20)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_at_step(monkeypatch, 20), pytest.raises(KeyboardInterrupt):  # step 19's state is on disk
         train_teacher(tiny_bert, texts, labels, ["neg", "pos"], recipe, progress=False, checkpoint=folder,
                       checkpoint_every=0)
-    monkeypatch.setattr(finetune, "_step", original)
     assert json.loads((folder / "state.json").read_text())["step"] == 19 < steps
     assert not list(folder.glob("*.bin")) and not list(folder.glob("*.pkl"))  # nothing to unpickle
     resumed = train_teacher(tiny_bert, texts, labels, ["neg", "pos"], recipe, progress=False, checkpoint=folder)
@@ -197,22 +185,10 @@ def test_killed_fine_tuning_resumes_from_its_checkpoint_to_the_same_teacher(tiny
 
 def test_corrupt_checkpoint_is_detected_and_training_starts_afresh(tiny_bert, teacher, tmp_path, monkeypatch,
                                                                   caplog):
-    from tinydistill import finetune
-
     texts, labels = toy_texts(48)
-    original, calls = finetune._step, [0]
-
-    def killed_at_10(*args):
-        calls[0] += 1
-        if calls[0] == 10:
-            raise KeyboardInterrupt
-        original(*args)
-
-    monkeypatch.setattr(finetune, "_step", killed_at_10)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_at_step(monkeypatch, 10), pytest.raises(KeyboardInterrupt):
         train_teacher(tiny_bert, texts, labels, ["neg", "pos"], QUICK, progress=False, checkpoint=tmp_path / "c",
                       checkpoint_every=0)
-    monkeypatch.setattr(finetune, "_step", original)
     weights = tmp_path / "c" / "state.safetensors"
     data = bytearray(weights.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -220,3 +196,13 @@ def test_corrupt_checkpoint_is_detected_and_training_starts_afresh(tiny_bert, te
     again = train_teacher(tiny_bert, texts, labels, ["neg", "pos"], QUICK, progress=False, checkpoint=tmp_path / "c")
     assert "does not match its sha256" in caplog.text and "resumed_at_step" not in again.info["training"]
     assert again.fingerprint == teacher.fingerprint  # trained from the base, as without a checkpoint
+
+    import json  # state.json is outside the sha256: a group too few is refused before anything is restored
+
+    with killed_at_step(monkeypatch, 10), pytest.raises(KeyboardInterrupt):
+        train_teacher(tiny_bert, texts, labels, ["neg", "pos"], QUICK, progress=False, checkpoint=tmp_path / "c",
+                      checkpoint_every=0)
+    meta = json.loads((tmp_path / "c" / "state.json").read_text())
+    (tmp_path / "c" / "state.json").write_text(json.dumps({**meta, "param_groups": meta["param_groups"][:1]}))
+    third = train_teacher(tiny_bert, texts, labels, ["neg", "pos"], QUICK, progress=False, checkpoint=tmp_path / "c")
+    assert "parameter groups do not fit" in caplog.text and third.fingerprint == teacher.fingerprint

@@ -409,8 +409,12 @@ class Checkpoint:
             if any(not 0 <= i < len(params) or any(v.dim() and v.shape != params[i].shape for v in m.values())
                    for i, m in moments.items()):
                 raise TinyDistillError("its optimiser state does not fit this model")
+            groups = state["param_groups"]  # not under the sha256: checked here, before anything is restored
+            if not isinstance(groups, list) or [len(g.get("params", ())) for g in groups if isinstance(g, dict)] \
+                    != [len(g["params"]) for g in optimiser.param_groups]:
+                raise TinyDistillError("its optimiser's parameter groups do not fit this model")
             model.load_state_dict(weights)
-            optimiser.load_state_dict({"state": moments, "param_groups": state["param_groups"]})
+            optimiser.load_state_dict({"state": moments, "param_groups": groups})
             schedule.load_state_dict(state["schedule"])
             if scaler is not None and state["scaler"]:
                 scaler.load_state_dict(state["scaler"])
