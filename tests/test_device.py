@@ -13,7 +13,7 @@ from conftest import toy_texts
 
 from tinydistill import device as device_mod
 from tinydistill.cli import main
-from tinydistill.device import int8_guard, resolve_device, token_budget_batches
+from tinydistill.device import cache_tag, int8_full_range, int8_guard, resolve_device, token_budget_batches
 from tinydistill.distill import TrainConfig
 from tinydistill.errors import TinyDistillError
 from tinydistill.finetune import get_recipe, train_teacher
@@ -104,7 +104,7 @@ def test_int8_teacher_is_keyed_apart_and_close_to_fp32(teacher, tmp_path):
     texts, gold = toy_texts(60, seed=6)
     int8 = teacher.int8()
     assert int8.precision == "int8" and int8.fingerprint == teacher.fingerprint
-    assert int8.logit_key == f"{teacher.fingerprint}-int8-per-channel" != teacher.logit_key
+    assert int8.logit_key == f"{teacher.fingerprint}-{cache_tag('int8')}" != teacher.logit_key
     assert not any(type(m) is torch.nn.Linear for m in int8.model.modules())  # every nn.Linear swapped for int8
     assert type(teacher.model.head) is torch.nn.Linear  # the fp32 teacher is left alone
     fp32, q = teacher.logits(texts, progress=False), int8.logits(texts, progress=False)
@@ -113,6 +113,37 @@ def test_int8_teacher_is_keyed_apart_and_close_to_fp32(teacher, tmp_path):
     int8.logits(texts, cache=cache, progress=False)
     assert all(row is None for row in cache.get(teacher.logit_key, texts))  # int8 never answers for fp32
     np.testing.assert_array_equal(np.stack(cache.get(int8.logit_key, texts)), q)
+
+
+def test_int8_activations_get_8_bits_only_where_the_cpu_sums_them_without_overflow(monkeypatch):
+    """The probe finds 7-bit-only kernels (here faked: pair sums saturating at 16 bits, as on x86 without VNNI);
+    there the int8 model stays torch's own and its logits are keyed as before; elsewhere 8-bit activations."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 3))
+    x = torch.randn(256, 32) * torch.linspace(0.1, 4, 32)  # uneven channels, as in an encoder
+    exact = model(x).detach()
+    real = torch.ops.quantized.linear_dynamic
+
+    def saturating(x, packed, reduce_range=False):  # what 16-bit pair sums give the probe: about half
+        out = real(x, packed, reduce_range=reduce_range)
+        return out.clamp(max=32.0) if not reduce_range else out
+
+    int8_full_range.cache_clear()
+    monkeypatch.setattr(torch.ops.quantized, "linear_dynamic", saturating)
+    try:
+        assert not int8_full_range() and cache_tag("int8") == "int8-per-channel"
+        seven = device_mod.quantize_int8(model)
+        assert not any(isinstance(m, device_mod.FullRangeLinear) for m in seven.modules())
+    finally:
+        monkeypatch.undo()
+        int8_full_range.cache_clear()
+    if not int8_full_range():
+        pytest.skip("this CPU's int8 kernels sum 8-bit pairs in 16 bits: only the 7-bit path runs here")
+    assert cache_tag("int8") == "int8-per-channel-a8"
+    eight = device_mod.quantize_int8(model)
+    assert sum(isinstance(m, device_mod.FullRangeLinear) for m in eight.modules()) == 2
+    err7, err8 = ((seven(x) - exact).abs().mean().item(), (eight(x) - exact).abs().mean().item())
+    assert err8 < 0.75 * err7, (err7, err8)  # one more bit: about half the activation rounding error
 
 
 def test_int8_guard_passes_or_falls_back_with_one_warning(teacher, monkeypatch, caplog):
@@ -155,7 +186,7 @@ def test_pipeline_records_devices_and_labels_in_int8_where_the_guard_allows(tmp_
     teacher = pipeline.Teacher.from_pretrained(c.run_dir() / "teacher")
     assert json.loads((c.run_dir() / "teacher" / "teacher.json").read_text())["training"]["device"] == "cpu"
     cache = LogitCache(tmp_path / "cache" / "logits.sqlite")
-    key = teacher.logit_key + ("-int8-per-channel" if labelling["precision"] == "int8" else "")
+    key = teacher.logit_key + (f"-{cache_tag('int8')}" if labelling["precision"] == "int8" else "")
     assert all(row is not None for row in cache.get(key, load_task(c).transfer))
 
     # the guard refusing int8: fp32 labels, and the teacher's key on the CPU is the one from before devices

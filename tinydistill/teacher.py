@@ -108,11 +108,11 @@ class Teacher:
     def logit_key(self) -> str:
         """The logit cache's key: the fingerprint for fp32 (the key every cached CPU result has), else with the
         precision added, so int8 and GPU half-precision logits are kept apart from fp32 ones."""
-        from tinydistill.device import CACHE_TAGS
+        from tinydistill.device import cache_tag
 
         if self.precision == "fp32":
             return self.fingerprint
-        return f"{self.fingerprint}-{CACHE_TAGS.get(self.precision, self.precision)}"
+        return f"{self.fingerprint}-{cache_tag(self.precision)}"
 
     @property
     def fingerprint(self) -> str:
