@@ -211,6 +211,24 @@ def test_cli_label_int8_needs_labels_to_check_against(tmp_path, monkeypatch, tin
     out = json.loads(capsys.readouterr().out)
     assert out["labelling"] == {"device": "cpu", "precision": "fp32", "requested": "int8", "checked_on": None}
 
+    # --check-data: labelled texts to check int8 on when the texts to label have none
+    check = write_csv(tmp_path / "check.csv", 40, 3)
+    assert main(["-q", "label", str(tmp_path / "t"), "--data", data, "--out", str(tmp_path / "x.jsonl"), "--device",
+                 "cpu", "--label-precision", "int8", "--check-data", check, "--overwrite"]) == 0
+    labelling = json.loads(capsys.readouterr().out)["labelling"]
+    assert labelling["checked_on"] == f"labels of {check}" and labelling["texts"] == 40
+    assert labelling["precision"] == ("int8" if labelling["int8_accuracy"] >= labelling["fp32_accuracy"] - 0.005
+                                      else "fp32")
+    assert labelling["fp32_accuracy"] >= 0.8  # the labels were aligned with the teacher's classes
+    bad = write_csv(tmp_path / "bad.csv", 4, 3, label_names=("neg", "meh"))
+    for args, message in (([ "--check-data", bad], "bad.csv: row 2 has label 'meh'"),
+                          (["--check-data", check, "--out", str(tmp_path / "shards")], "writes a .jsonl --out")):
+        argv = ["-q", "label", str(tmp_path / "t"), "--data", data, "--out", str(tmp_path / "x.jsonl"), "--device",
+                "cpu", "--label-precision", "int8", "--overwrite"]
+        assert main(argv + args) == 2
+        err = capsys.readouterr().err
+        assert message in err.strip().splitlines()[-1] and "Traceback" not in err, err
+
 
 def test_gpu_check_says_no_cuda_device_and_exits_0_on_a_cpu(no_gpu, monkeypatch, capsys):
     import importlib.util

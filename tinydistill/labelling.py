@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from tinydistill.data import PAPER_DATASETS, load_paper_dataset
+from tinydistill.data import PAPER_DATASETS, align_labels, load, load_paper_dataset
 from tinydistill.device import int8_guard, resolve_device
 from tinydistill.errors import TinyDistillError
 from tinydistill.folders import check_out_file, logit_cache_path, transfer_labels_path, write_transfer_file
@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 def label_precision(teacher: Teacher, precision: str, texts: list[str], labels: list[int],
-                    cache: LogitCache) -> tuple[Teacher, dict]:
+                    cache: LogitCache, where: str = "training labels") -> tuple[Teacher, dict]:
     """The teacher to label with and the record of it; int8 only on the CPU, checked on up to 500 of the
     labelled texts (`device.int8_guard`); without labels it cannot be checked, so fp32 with a warning."""
     record = {"device": str(teacher.device), "precision": teacher.precision}
@@ -31,17 +31,20 @@ def label_precision(teacher: Teacher, precision: str, texts: list[str], labels: 
         return teacher, {**record, "requested": "int8"}
     if not labels:
         log.warning("int8 labelling needs labelled texts to check the int8 teacher against fp32 (--data a paper "
-                    "dataset); labelling in fp32")
+                    "dataset, or --check-data); labelling in fp32")
         return teacher, {**record, "requested": "int8", "checked_on": None}
-    chosen, decision = int8_guard(teacher, texts, labels, cache, where="training labels")
+    chosen, decision = int8_guard(teacher, texts, labels, cache, where=where)
     return chosen, {**record, **decision}
 
 
 def label_file(teacher_dir: str, data: str, out: str, *, data_dir: str | None = None, text_column: str = "text",
-               device: str = "auto", precision: str = "fp32", overwrite: bool = False,
+               device: str = "auto", precision: str = "fp32", check: str | None = None, overwrite: bool = False,
                progress: bool = True) -> dict:
     """Label `data` (a paper dataset's training split, a file or a pool folder; a file's `text_column`) with the
-    teacher in `teacher_dir` into the transfer file `out` (.jsonl) and its `.labels.json`; returns a summary."""
+    teacher in `teacher_dir` into the transfer file `out` (.jsonl) and its `.labels.json`; returns a summary.
+
+    int8 is checked against fp32 on `check` (a paper dataset's training split, or a file with `text_column` and
+    `label` columns) where given, else on `data`'s own labels: a pool or an unlabelled file has none."""
     path = Path(out)
     check_out_file(path, overwrite, ours=Path(transfer_labels_path(out)).exists())
     on = resolve_device(device)
@@ -54,8 +57,16 @@ def label_file(teacher_dir: str, data: str, out: str, *, data_dir: str | None = 
     if not texts:
         raise TinyDistillError(f"{data}: no texts to label")
     teacher = Teacher.from_pretrained(teacher_dir).to(on)
+    check_texts = texts
+    if check is not None:
+        split = load(check, PAPER_DATASETS[check].train if check in PAPER_DATASETS else None, data_dir, text_column)
+        if split.labels is None:
+            raise TinyDistillError(f"--check-data {check}: no labels to check the int8 teacher on")
+        split = align_labels(split, teacher.classes_.astype(str).tolist())
+        check_texts, labels = split.texts, list(split.labels or [])
     cache = LogitCache(logit_cache_path())
-    teacher, labelling = label_precision(teacher, precision, texts, labels, cache)
+    teacher, labelling = label_precision(teacher, precision, check_texts, labels, cache,
+                                         "training labels" if check is None else f"labels of {check}")
     logits = teacher.logits(texts, cache=cache, progress=progress)
     names = teacher.classes_.astype(str).tolist()
     write_transfer_file(path, texts, logits, names)

@@ -29,6 +29,7 @@ from tinydistill.cli.options import (
     scale_options,
 )
 from tinydistill.config import AUGMENT_METHODS, GROW_METHODS, LOSSES, STUDENTS, RunConfig
+from tinydistill.errors import TinyDistillError
 from tinydistill.folders import check_out
 
 RECIPE_HELP = ("teacher fine-tuning recipe: strong (default), strong-early-stop (holds 20%% of the labels out, keeps "
@@ -121,6 +122,9 @@ def register(sub) -> None:
                    "--data files (default: %(default)s)")
     p.add_argument("--out", required=True, help="a .jsonl file ({\"text\": ..., \"logits\": [...]} per line), or "
                    "a folder (local or URI) for Parquet logit shards + manifest.json, resumable shard by shard")
+    p.add_argument("--check-data", help="with --label-precision int8 and --data without labels (a pool, a text "
+                   "file): labelled texts to check int8 against fp32 on, a paper dataset (its training split) or a "
+                   "file with the text column and a label column (default: --data's own labels)")
     overwrite_option(p, "a file written by label")
     scale_options(p)
     device_options(p)
@@ -206,13 +210,17 @@ def cmd_label(a: argparse.Namespace) -> None:
         from tinydistill.labelling import label_file, label_folder
 
     if a.engine == "ray" or not a.out.endswith(".jsonl"):
+        if a.check_data:
+            raise TinyDistillError("--check-data checks int8 labelling, which writes a .jsonl --out; logit shards "
+                                   "are labelled in fp32")
         out = label_folder(a.teacher_dir, a.data, a.out, data_dir=a.data_dir, text_column=a.text_column,
                            overwrite=a.overwrite, engine=a.engine, address=a.address, workers=a.workers,
                            threads_per_worker=a.threads_per_worker, gpus_per_worker=a.gpus_per_worker,
                            rows_per_shard=a.shard_rows, batch_size=a.batch_size, progress=not a.quiet)
     else:
         out = label_file(a.teacher_dir, a.data, a.out, data_dir=a.data_dir, text_column=a.text_column,
-                         device=a.device, precision=a.label_precision, overwrite=a.overwrite, progress=not a.quiet)
+                         device=a.device, precision=a.label_precision, check=a.check_data, overwrite=a.overwrite,
+                         progress=not a.quiet)
     print(json.dumps(out))
 
 
