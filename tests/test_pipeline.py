@@ -157,7 +157,18 @@ def test_stage_commands_chain(files, tiny_bert, tmp_path, capsys):
     capsys.readouterr()
     assert main(["-q", "evaluate", str(student), "--data", files[0], "--test", files[1]]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["accuracy"] >= 0.7  # chance: 0.5
+    assert report["accuracy"] >= 0.7 and "agree_teacher" not in report  # chance: 0.5
+    assert main(["-q", "evaluate", str(student), "--data", files[0], "--test", files[1], "--agree-with",
+                 str(teacher_dir)]) == 0
+    agree = json.loads(capsys.readouterr().out)["agree_teacher"]
+    from tinydistill.data import load_file
+    from tinydistill.students import Student
+    from tinydistill.teacher import Teacher
+
+    test_texts = load_file(files[1]).texts
+    expected = (Student.from_pretrained(student).predict(test_texts) ==
+                Teacher.from_pretrained(teacher_dir).predict(test_texts)).mean()
+    assert agree == pytest.approx(expected) and agree >= 0.7
     # each folder's card says what its command knew: the teacher's data and labels, the student's transfer file
     teacher = json.loads((teacher_dir / "teacher.json").read_text())["provenance"]
     assert (teacher["labeled"], teacher["classes"], teacher["recipe"]) == (40, 2, "strong")

@@ -401,12 +401,21 @@ def fine_tune_teacher(c: RunConfig, out: str, device: str = "auto", overwrite: b
     return {"teacher": out, **teacher.info["training"]}
 
 
-def evaluate_folder(folder: str | os.PathLike, c: RunConfig) -> dict:
-    """`tinydistill evaluate`: a saved student's or teacher's scores on the test split that `c` names."""
+def evaluate_folder(folder: str | os.PathLike, c: RunConfig, agree_with: str | os.PathLike | None = None) -> dict:
+    """`tinydistill evaluate`: a saved student's or teacher's scores on the test split that `c` names; with
+    `agree_with` (a teacher folder) also `agree_teacher`, the share of test texts given that teacher's label."""
     task = load_task(c, transfer=False)
     folder = Path(folder)
     model = Teacher.from_pretrained(folder) if (folder / "teacher.json").exists() else Student.from_pretrained(folder)
     names = [str(c) for c in model.classes_.tolist()]
     test = data_mod.align_labels(task.test, names)
     pred = model.logits(test.texts).argmax(1)  # class indices, as the gold labels are
-    return {"model": str(folder), "test": test.source, **scores(test.labels or [], pred, len(names))}
+    out = {"model": str(folder), "test": test.source, **scores(test.labels or [], pred, len(names))}
+    if agree_with is not None:
+        teacher = Teacher.from_pretrained(agree_with)
+        if teacher.classes_.astype(str).tolist() != names:
+            raise TinyDistillError(f"--agree-with {agree_with}: its labels {teacher.classes_.astype(str).tolist()} "
+                                   f"are not the model's {names}")
+        labels = teacher.logits(test.texts, cache=LogitCache(logit_cache_path())).argmax(1)
+        out["agree_teacher"] = float((pred == labels).mean())
+    return out

