@@ -118,7 +118,7 @@ def quantize_int8(model: nn.Module, full_range: bool | None = None) -> nn.Module
     """A copy of `model` with every `nn.Linear` in dynamic int8 (weights int8 per output channel, activations
     quantized per batch); embeddings, layer norms and attention's matrix products stay fp32.
 
-    CPU only. On one thread 1.5-2x fp32's throughput on CPUs without VNNI, 2.9-4.7x with it (MiniLM and
+    CPU only. On one thread 1.5-2x fp32's throughput on CPUs without VNNI, 3-5x with it (MiniLM and
     mpnet-base, `benchmarks/bench_label.py`). Weights per channel rather than per tensor: on mpnet-base's sst2
     teacher (39 steps of the paper recipe) they kept 83.3% of 300 test texts right against 77.0% per tensor (fp32:
     90.3%) at the same speed. Activations in 8 bits where the CPU allows it (`int8_full_range`): on an mpnet-base

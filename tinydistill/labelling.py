@@ -58,7 +58,7 @@ def label_file(teacher_dir: str, data: str, out: str, *, data_dir: str | None = 
         raise TinyDistillError(f"{data}: no texts to label")
     teacher = Teacher.from_pretrained(teacher_dir).to(on)
     check_texts = texts
-    if check is not None:
+    if check is not None and precision == "int8":  # only int8 is checked
         split = load(check, PAPER_DATASETS[check].train if check in PAPER_DATASETS else None, data_dir, text_column)
         if split.labels is None:
             raise TinyDistillError(f"--check-data {check}: no labels to check the int8 teacher on")
