@@ -15,7 +15,7 @@ so that load from other processes hits both alike, and the median round is repor
 wall-clock second. Accuracy:
 on the test split (a stratified sample when capped), the same texts for every precision; the int8 teacher is the
 one `--label-precision int8` labels with (torch dynamic quantization of every nn.Linear, activations in 8 bits
-where the CPU's kernels allow it; there torch's own 7-bit path is measured beside it, uncached). Teachers over 50M
+where the CPU's kernels allow it; there torch's own 7-bit path is measured beside it). Teachers over 50M
 parameters (mpnet-base) get the smaller `--texts-large` / `--test-size-large` caps so that a run fits ~10 minutes.
 """
 
@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from tinydistill.data import PAPER_DATASETS, load_paper_dataset, stratified_sample  # noqa: E402
-from tinydistill.device import cache_tag, int8_full_range, quantize_int8  # noqa: E402
+from tinydistill.device import cache_tag, int8_full_range  # noqa: E402
 from tinydistill.errors import TinyDistillError  # noqa: E402
 from tinydistill.finetune import get_recipe  # noqa: E402
 from tinydistill.folders import cache_root, logit_cache_path  # noqa: E402
@@ -97,8 +97,7 @@ def bench(dataset: str, folder: Path, a: argparse.Namespace, cache: LogitCache |
     texts = [train.texts[i] for i in pick]
     teachers = {"fp32": fp32, "int8": fp32.int8()}
     if int8_full_range():  # the int8 teacher's activations have 8 bits here: torch's own 7-bit path beside it
-        teachers["int8 7-bit"] = Teacher(quantize_int8(fp32.model, full_range=False), fp32.tokenizer, fp32.classes_,
-                                         fp32.max_length, fp32.info)
+        teachers["int8 7-bit"] = fp32.int8(full_range=False)
     if torch.cuda.is_available() and not a.no_gpu:
         import copy
 
@@ -115,9 +114,7 @@ def bench(dataset: str, folder: Path, a: argparse.Namespace, cache: LogitCache |
            "max_length": fp32.max_length, "timed_texts": len(texts), "test_texts": len(test), "rounds": a.rounds}
     predictions = {}
     for name, t in teachers.items():
-        # the 7-bit teacher would share the int8 one's cache key: it is never cached
-        predictions[name] = t.logits(test.texts, cache=cache if name != "int8 7-bit" else None,
-                                     progress=False).argmax(1)
+        predictions[name] = t.logits(test.texts, cache=cache, progress=False).argmax(1)
         row[name] = {"texts_per_s": statistics.median(r[0] for r in rounds[name]),
                      "wall_texts_per_s": statistics.median(r[1] for r in rounds[name]),
                      "all_rounds": rounds[name], "accuracy": float((predictions[name] == gold).mean())}

@@ -105,6 +105,10 @@ def test_int8_teacher_is_keyed_apart_and_close_to_fp32(teacher, tmp_path):
     int8 = teacher.int8()
     assert int8.precision == "int8" and int8.fingerprint == teacher.fingerprint
     assert int8.logit_key == f"{teacher.fingerprint}-{cache_tag('int8')}" != teacher.logit_key
+    seven = teacher.int8(full_range=False)  # torch's own 7-bit scheme: the key of before, apart from 8 bits
+    assert seven.logit_key == f"{teacher.fingerprint}-int8-per-channel"
+    assert not any(isinstance(m, device_mod.FullRangeLinear) for m in seven.model.modules())
+    assert (int8.logit_key != seven.logit_key) == int8_full_range()
     assert not any(type(m) is torch.nn.Linear for m in int8.model.modules())  # every nn.Linear swapped for int8
     assert type(teacher.model.head) is torch.nn.Linear  # the fp32 teacher is left alone
     fp32, q = teacher.logits(texts, progress=False), int8.logits(texts, progress=False)

@@ -37,11 +37,13 @@ INT8_TOLERANCE = 0.005  # int8 may lose at most half a point of accuracy against
 INT8_SAMPLE = 500  # labelled texts the guard compares on when the recipe held none out
 
 
-def cache_tag(precision: str) -> str:
+def cache_tag(precision: str, full_range: bool | None = None) -> str:
     """The logit cache's tag for logits of `precision`: a change of quantization scheme gets a new tag, so no stale
-    logits are read. int8 with 8-bit activations (`int8_full_range`) is keyed apart from the 7-bit scheme."""
+    logits are read. int8 with 8-bit activations (`full_range`; None: what `quantize_int8` gives on this CPU) is
+    keyed apart from the 7-bit scheme."""
     if precision == "int8":
-        return "int8-per-channel-a8" if int8_full_range() else "int8-per-channel"
+        return "int8-per-channel-a8" if (int8_full_range() if full_range is None else full_range) \
+            else "int8-per-channel"
     return precision
 
 

@@ -84,6 +84,7 @@ class Teacher:
         self._fingerprint: str | None = None
         self.device = torch.device("cpu")  # where the model runs (`to`)
         self.precision = "fp32"  # what its logits are computed in: fp32 (CPU), bf16/fp16 (GPU autocast), int8
+        self._full_range = False  # int8 only: activations in 8 bits rather than torch's 7 (`int8`)
 
     def to(self, device: str | torch.device) -> Teacher:
         """Move the model to `device` (a `resolve_device` spec); a GPU then computes under autocast. Returns self."""
@@ -94,14 +95,17 @@ class Teacher:
         self.precision = precision_name(self.device)
         return self
 
-    def int8(self) -> Teacher:
-        """This teacher with its linear layers in dynamic int8, for labelling on the CPU (`device.quantize_int8`)."""
-        from tinydistill.device import quantize_int8
+    def int8(self, full_range: bool | None = None) -> Teacher:
+        """This teacher with its linear layers in dynamic int8, for labelling on the CPU (`device.quantize_int8`):
+        activations in 8 bits where this CPU allows it, or torch's 7 with `full_range=False`."""
+        from tinydistill.device import int8_full_range, quantize_int8
 
-        model: Any = quantize_int8(self.model)  # the same Classifier or Committee, its nn.Linear layers swapped
+        full = int8_full_range() if full_range is not False else False
+        model: Any = quantize_int8(self.model, full)  # the same Classifier or Committee, its nn.Linear layers swapped
         quantized = Teacher(model, self.tokenizer, self.classes_, self.max_length, self.info)
         quantized._fingerprint = self.fingerprint  # the fp32 weights it came from; `logit_key` adds the precision
         quantized.precision = "int8"
+        quantized._full_range = full  # which int8 scheme: `logit_key` keeps the two apart
         return quantized
 
     @property
@@ -112,7 +116,7 @@ class Teacher:
 
         if self.precision == "fp32":
             return self.fingerprint
-        return f"{self.fingerprint}-{cache_tag(self.precision)}"
+        return f"{self.fingerprint}-{cache_tag(self.precision, self._full_range)}"
 
     @property
     def fingerprint(self) -> str:
