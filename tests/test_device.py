@@ -224,6 +224,13 @@ def test_cli_label_int8_needs_labels_to_check_against(tmp_path, monkeypatch, tin
     assert labelling["precision"] == ("int8" if labelling["int8_accuracy"] >= labelling["fp32_accuracy"] - 0.005
                                       else "fp32")
     assert labelling["fp32_accuracy"] >= 0.8  # the labels were aligned with the teacher's classes
+    renamed = tmp_path / "renamed.csv"  # its own column names, given by --check-text-column and --label-column
+    renamed.write_text(open(check).read().replace("text,label", "sentence,gold", 1))
+    assert main(["-q", "label", str(tmp_path / "t"), "--data", data, "--out", str(tmp_path / "x.jsonl"), "--device",
+                 "cpu", "--label-precision", "int8", "--check-data", str(renamed), "--check-text-column", "sentence",
+                 "--label-column", "gold", "--overwrite"]) == 0
+    again = json.loads(capsys.readouterr().out)["labelling"]
+    assert again["texts"] == 40 and again["fp32_accuracy"] == labelling["fp32_accuracy"]
     bad = write_csv(tmp_path / "bad.csv", 4, 3, label_names=("neg", "meh"))
     for args, message in (([ "--check-data", bad], "bad.csv: row 2 has label 'meh'"),
                           (["--check-data", check, "--out", str(tmp_path / "shards")], "writes a .jsonl --out")):

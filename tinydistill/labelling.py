@@ -38,13 +38,14 @@ def label_precision(teacher: Teacher, precision: str, texts: list[str], labels: 
 
 
 def label_file(teacher_dir: str, data: str, out: str, *, data_dir: str | None = None, text_column: str = "text",
-               device: str = "auto", precision: str = "fp32", check: str | None = None, overwrite: bool = False,
-               progress: bool = True) -> dict:
+               device: str = "auto", precision: str = "fp32", check: str | None = None,
+               check_columns: tuple[str, str] | None = None, overwrite: bool = False, progress: bool = True) -> dict:
     """Label `data` (a paper dataset's training split, a file or a pool folder; a file's `text_column`) with the
     teacher in `teacher_dir` into the transfer file `out` (.jsonl) and its `.labels.json`; returns a summary.
 
-    int8 is checked against fp32 on `check` (a paper dataset's training split, or a file with `text_column` and
-    `label` columns) where given, else on `data`'s own labels: a pool or an unlabelled file has none."""
+    int8 is checked against fp32 on `check` (a paper dataset's training split, or a file with `check_columns`, text
+    and label, by default `text_column` and `label`) where given, else on `data`'s own labels: a pool or an
+    unlabelled file has none."""
     path = Path(out)
     check_out_file(path, overwrite, ours=Path(transfer_labels_path(out)).exists())
     on = resolve_device(device)
@@ -59,7 +60,9 @@ def label_file(teacher_dir: str, data: str, out: str, *, data_dir: str | None = 
     teacher = Teacher.from_pretrained(teacher_dir).to(on)
     check_texts = texts
     if check is not None and precision == "int8":  # only int8 is checked
-        split = load(check, PAPER_DATASETS[check].train if check in PAPER_DATASETS else None, data_dir, text_column)
+        check_text, check_label = check_columns or (text_column, "label")
+        split = load(check, PAPER_DATASETS[check].train if check in PAPER_DATASETS else None, data_dir, check_text,
+                     check_label)
         if split.labels is None:
             raise TinyDistillError(f"--check-data {check}: no labels to check the int8 teacher on")
         split = align_labels(split, teacher.classes_.astype(str).tolist())

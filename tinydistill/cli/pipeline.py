@@ -124,7 +124,10 @@ def register(sub) -> None:
                    "a folder (local or URI) for Parquet logit shards + manifest.json, resumable shard by shard")
     p.add_argument("--check-data", help="with --label-precision int8 and --data without labels (a pool, a text "
                    "file): labelled texts to check int8 against fp32 on, a paper dataset (its training split) or a "
-                   "file with the text column and a label column (default: --data's own labels)")
+                   "file (columns: --check-text-column and --label-column) (default: --data's own labels)")
+    p.add_argument("--check-text-column", help="the text column of a --check-data file (default: --text-column)")
+    p.add_argument("--label-column", default="label", help="the label column of a --check-data file "
+                   "(default: %(default)s)")
     overwrite_option(p, "a file written by label")
     scale_options(p)
     device_options(p)
@@ -223,7 +226,8 @@ def cmd_label(a: argparse.Namespace) -> None:
                            rows_per_shard=a.shard_rows, batch_size=a.batch_size, progress=not a.quiet)
     else:
         out = label_file(a.teacher_dir, a.data, a.out, data_dir=a.data_dir, text_column=a.text_column,
-                         device=a.device, precision=a.label_precision, check=a.check_data, overwrite=a.overwrite,
+                         device=a.device, precision=a.label_precision, check=a.check_data,
+                         check_columns=(a.check_text_column or a.text_column, a.label_column), overwrite=a.overwrite,
                          progress=not a.quiet)
     print(json.dumps(out))
 
