@@ -77,6 +77,35 @@ def test_table2_mean_std_paper_column_and_sizes(first, setup):
     assert "seeds: sst2 0, 1" in md and "teacher recipe: paper, 40 epochs" in md and "NOT the 109.5M one" in md
 
 
+def test_table2_merged_from_calls_of_one_seed_each_equals_one_call(first, setup, tmp_path, capsys):
+    whole = json.loads(open(first[0]["json"]).read())
+    parts = []
+    for i, run in enumerate(whole["runs"]):  # as if each seed had been a call of its own, on another machine
+        part = {**whole, "runs": [run], "seconds": 10.0 + i, "teacher_seconds": 100.0 + i}
+        parts.append(tmp_path / f"seed{i}.json")
+        parts[-1].write_text(json.dumps(part))
+    assert main(["-q", "reproduce", "table2", "--merge", *map(str, parts), "--out", str(tmp_path / "merged")]) == 0
+    merged = json.loads((tmp_path / "merged" / "table2.json").read_text())
+    assert merged["summary"] == whole["summary"] and merged["merged_from"] == [str(p) for p in parts]
+    assert merged["seconds"] == 21.0 and merged["teacher_seconds"] == 201.0
+    md = (tmp_path / "merged" / "table2.md").read_text()
+    table = [line for line in md.splitlines() if line.startswith("| ")]
+    assert table == [line for line in open(first[0]["markdown"]).read().splitlines() if line.startswith("| ")]
+    assert f"merged from saved tables ({parts[0]}, sst2: 10 s, teacher fine-tuning 100 s;" in md
+    assert "seeds: sst2 0, 1" in md
+    capsys.readouterr()
+
+    # the same run twice, another setup, or not a table2.json: one line naming the file, exit 2
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({**whole, "runs": whole["runs"][1:], "setup": {**whole["setup"], "teacher": "x"}}))
+    for args, says in (([parts[0], parts[0]], "sst2/40 seed 0 is also in"), ([parts[0], other], "teacher 'x'"),
+                       ([tmp_path / "merged" / "table2.md"], "not a readable table2.json")):
+        assert main(["-q", "reproduce", "table2", "--merge", *map(str, args), "--out", str(tmp_path / "no")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert says in err and str(args[-1]) in err and "Traceback" not in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "no").exists()
+
+
 def test_table3_low_and_high(first):
     _, result = first
     rows = {(r["labeled"], r["model"]): r for r in result["summary"]}

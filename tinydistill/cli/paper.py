@@ -47,8 +47,13 @@ def setup_from_args(a: argparse.Namespace) -> Setup:
 def cmd_reproduce(a: argparse.Namespace) -> None:
     with extra("train", "reproduce"):  # torch and transformers run every experiment; the curves need matplotlib
         from tinydistill.device import resolve_device
-        from tinydistill.paper.tables import curves, table2, table3, teachers
+        from tinydistill.paper.tables import curves, merge_table2, table2, table3, teachers
 
+    if getattr(a, "merge", None):  # assembled from saved tables: nothing runs, so no device or setup is needed
+        result = merge_table2(a.merge, a.datasets, a.out)
+        print(Path(result["markdown"]).read_text())
+        print(f"results: {result['json']}\ntable: {result['markdown']}")
+        return
     resolve_device(a.device)  # a device torch does not see fails before any run starts
     s = setup_from_args(a)
     if a.table == "teachers":
@@ -80,6 +85,11 @@ def register(sub) -> None:
         if name != "table3":
             q.add_argument("--datasets", type=csv_list, help="comma list of paper datasets (default: %(default)s)",
                            default=",".join(CURVE_DATASETS if name == "curves" else DATASETS))
+        if name == "table2":
+            q.add_argument("--merge", nargs="+", metavar="TABLE2_JSON",
+                           help="run nothing: assemble the table from the table2.json files that separate calls "
+                           "wrote (e.g. one dataset run later or elsewhere), their runs of --datasets in that order, "
+                           "into --out; the files must share teacher, recipe, students, peers and sizes")
         if name in ("table2", "curves"):
             q.add_argument("--peers", type=csv_list, default=",".join(Setup.peers),
                            help="comma list of fasttext, model2vec, setfit, tfidf-lr, or '' (default: %(default)s)")

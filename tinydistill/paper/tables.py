@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from tinydistill.config import RunConfig
+from tinydistill.errors import TinyDistillError
 from tinydistill.finetune import Recipe
 from tinydistill.folders import write_json
 from tinydistill.paper.plots import plot_curves, plot_scatter
@@ -58,6 +59,73 @@ def table2(datasets: Sequence[str] = DATASETS, setup: Setup | None = None) -> di
     paper's, with compression and speedups; writes `<out>/table2.json` and `table2.md`; returns the JSON."""
     s, started = setup or Setup(), time.time()
     runs = [run_one(ds, dataset_spec(ds).labeled, seed, s, s.peers) for ds in datasets for seed in s.seeds_for(ds)]
+    return _table2(runs, datasets, s, started)
+
+
+# what saved tables must share to be merged into one: the setup a row's figures depend on
+SAME_SETUP = ("teacher", "teachers", "transfer_scale", "transfer_max", "test_size", "augment", "students", "peers")
+SAME_BASE = ("recipe", "teacher_epochs", "teacher_lr", "max_length", "loss", "glove", "label_precision", "nods")
+
+
+def merge_table2(paths: Sequence[str | Path], datasets: Sequence[str] = DATASETS, out: str | None = None) -> dict:
+    """Table 2 assembled, without running anything, from `table2.json` files that separate calls of
+    `reproduce table2` wrote (a dataset run later, or on another machine): their runs of `datasets`, in that
+    order. The files must share the setup the figures depend on (teacher, recipe, students, peers, transfer and
+    test sizes) and hold different runs; writes `<out>/table2.json` and `.md` like `table2`, the footer naming each
+    file with its own wall time and teacher fine-tuning time."""
+    started, sources = time.time(), []
+    for path in paths:
+        try:
+            saved = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as e:
+            raise TinyDistillError(f"{path}: not a readable table2.json ({e})") from e
+        if not isinstance(saved, dict) or saved.get("table") != "table2" or not isinstance(saved.get("runs"), list):
+            raise TinyDistillError(f"{path}: expected a table2.json written by `tinydistill reproduce table2`")
+        sources.append({"path": str(path), **saved})
+    first = sources[0]
+    for src in sources[1:]:
+        for key in SAME_SETUP:
+            if src["setup"].get(key) != first["setup"].get(key):
+                raise TinyDistillError(f"{src['path']}: made with {key} {src['setup'].get(key)!r}, {first['path']} "
+                                       f"with {first['setup'].get(key)!r}; only tables of one setup can be merged")
+        for key in SAME_BASE:
+            mine, theirs = ((x["setup"].get("base") or {}).get(key) for x in (src, first))
+            if mine != theirs:
+                raise TinyDistillError(f"{src['path']}: made with {key} {mine!r}, {first['path']} with {theirs!r}; "
+                                       f"only tables of one setup can be merged")
+    runs: list[dict] = []
+    seen: dict[tuple, str] = {}
+    for src in sources:
+        for r in src["runs"]:
+            at = (r["dataset"], r["labeled"], r["seed"])
+            if at in seen:
+                raise TinyDistillError(f"{src['path']}: {r['dataset']}/{r['labeled']} seed {r['seed']} is also in "
+                                       f"{seen[at]}; merge tables of different runs")
+            seen[at] = src["path"]
+            runs.append(r)
+    runs = [r for ds in datasets for r in runs if r["dataset"] == ds]
+    if not runs:
+        raise TinyDistillError(f"{', '.join(map(str, paths))}: no run of {', '.join(datasets)}")
+    s = _saved_setup(first["setup"], out)
+    s.seeds_by = {ds: tuple(sorted({r["seed"] for r in runs if r["dataset"] == ds})) for ds in datasets}
+    kept = [src for src in sources if any(seen[(r["dataset"], r["labeled"], r["seed"])] == src["path"]
+                                          for r in runs)]
+    return _table2(runs, [ds for ds in datasets if ds in s.seeds_by and s.seeds_by[ds]], s, started, kept)
+
+
+def _saved_setup(saved: dict, out: str | None) -> Setup:
+    """The `Setup` a saved table recorded (fields this version does not know are dropped)."""
+    plain: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()
+             if k in Setup.__dataclass_fields__ and k != "base"}
+    base = saved.get("base")
+    s = Setup(**plain)
+    s.base = RunConfig(**{k: v for k, v in base.items() if k in RunConfig.__dataclass_fields__}) if base else None
+    s.out = out or s.out
+    return s
+
+
+def _table2(runs: list[dict], datasets: Sequence[str], s: Setup, started: float,
+            sources: list[dict] | None = None) -> dict:
     summary = summarize(runs)
     by = {(r["dataset"], r["model"]): r for r in summary}
     teachers = {r["dataset"]: Path(r["teacher"]).name for r in runs}
@@ -83,7 +151,8 @@ def table2(datasets: Sequence[str] = DATASETS, setup: Setup | None = None) -> di
                            _pm(every, "speedup", 1, 1, "x"), _pm(every, "latency_ms", 1, 2),
                            _pm(every, "speedup_batch1", 1, 1, "x"), _paper(ratios.get("speedup"), "x")]))
     lines += ["", f"Params, compression and speed: mean ± std over every dataset and seed. {AGREE_NOTE} {PAPER_NOTE}"]
-    return _write(s, "table2", {"datasets": list(datasets), "summary": summary, "runs": runs}, lines, started)
+    return _write(s, "table2", {"datasets": list(datasets), "summary": summary, "runs": runs}, lines, started,
+                  sources)
 
 
 def table3(sizes: Sequence[int] = PAPER["table3_sizes"], setup: Setup | None = None) -> dict:
@@ -200,8 +269,10 @@ def _count(n: float) -> str:
     return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.1f}K" if n >= 1e3 else f"{n:.0f}"
 
 
-def _write(s: Setup, name: str, result: dict, lines: list[str], started: float) -> dict:
-    """Add the footer (every size used, seeds, machine, timing), write `<out>/<name>.json` and `.md`."""
+def _write(s: Setup, name: str, result: dict, lines: list[str], started: float,
+           sources: list[dict] | None = None) -> dict:
+    """Add the footer (every size used, seeds, machine, timing), write `<out>/<name>.json` and `.md`; `sources`:
+    the saved tables a merged one was assembled from, whose machine and timings it reports."""
     runs, out, seen = result["runs"], Path(s.out), set()
     lines += ["", f"Sizes used (labelled{'' if name == 'teachers' else ' / transfer'} / test texts):"]
     for r in runs:
@@ -219,15 +290,26 @@ def _write(s: Setup, name: str, result: dict, lines: list[str], started: float) 
             teacher = "" if name == "teachers" else f"; teacher {Path(r['teacher']).name}"  # rows name theirs
             lines.append(f"- {r['dataset']}, {r['labeled']} labels: {z['labeled']:,}{transfer} / {z['test']:,} "
                          f"({r['test_split']}){teacher}{speed}")
-    machine = {"processor": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-               "torch_threads": torch.get_num_threads(), "python": platform.python_version()}
-    tuning = sum(json.loads((Path(r["run"]) / "teacher" / "teacher.json").read_text()).get("training", {})
-                 .get("seconds", 0) for r in runs)
+    machine = sources[0]["machine"] if sources else {
+        "processor": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(), "python": platform.python_version()}
     seeds = "; ".join(f"{ds} {', '.join(map(str, s.seeds_for(ds)))}"
                       for ds in dict.fromkeys(r["dataset"] for r in runs))
-    lines.append(f"- seeds: {seeds} (mean ± sample std); machine {machine['processor']}, "
-                 f"{machine['cores']} cores; this call {time.time() - started:,.0f} s (a rerun reuses finished "
-                 f"work), teacher fine-tuning {tuning:,.0f} s in all")
+    if sources:  # a merged table: each file's own timings (its runs are gone, or on another machine)
+        known = [src.get("teacher_seconds") for src in sources]
+        tuning: float | None = None if None in known else sum(float(x) for x in known if x is not None)
+        calls = "; ".join(f"{src['path']}, {', '.join(dict.fromkeys(r['dataset'] for r in src['runs']))}: "
+                          f"{src['seconds']:,.0f} s, teacher fine-tuning "
+                          + ("not recorded" if src.get("teacher_seconds") is None
+                             else f"{src['teacher_seconds']:,.0f} s") for src in sources)
+        timing = f"merged from saved tables ({calls})"
+    else:
+        tuning = sum(json.loads((Path(r["run"]) / "teacher" / "teacher.json").read_text()).get("training", {})
+                     .get("seconds", 0) for r in runs)
+        timing = (f"this call {time.time() - started:,.0f} s (a rerun reuses finished work), teacher fine-tuning "
+                  f"{tuning:,.0f} s in all")
+    lines.append(f"- seeds: {seeds} (mean ± sample std); machine {machine['processor']}, {machine['cores']} cores; "
+                 f"{timing}")
     base = s.base or RunConfig()
     if name != "teachers":
         lines.append(f"- teacher recipe: {base.recipe}" + (f", {base.teacher_epochs:g} epochs (or its minimum steps)"
@@ -240,8 +322,10 @@ def _write(s: Setup, name: str, result: dict, lines: list[str], started: float) 
     if any(r["reference"] and not is_full_size(r["reference"]) for r in runs):
         lines.append("- `--speed-teacher mpnet-base` (after `tinydistill fetch-teacher mpnet-base`) also times the "
                      "109.5M teacher beside the students.")
-    result = {"table": name, **result, "paper": PAPER, "setup": asdict(s), "machine": machine,
-              "seconds": round(time.time() - started, 1), "json": str(out / f"{name}.json"),
+    seconds = sum(src["seconds"] for src in sources) if sources else round(time.time() - started, 1)
+    result = {"table": name, **result, "paper": PAPER, "setup": asdict(s), "machine": machine, "seconds": seconds,
+              "teacher_seconds": tuning, **({"merged_from": [src["path"] for src in sources]} if sources else {}),
+              "json": str(out / f"{name}.json"),
               "markdown": str(out / f"{name}.md")}
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / f"{name}.json", result)
