@@ -99,7 +99,8 @@ def test_table2_merged_from_calls_of_one_seed_each_equals_one_call(first, setup,
     other = tmp_path / "other.json"
     other.write_text(json.dumps({**whole, "runs": whole["runs"][1:], "setup": {**whole["setup"], "teacher": "x"}}))
     for args, says in (([parts[0], parts[0]], "sst2/40 seed 0 is also in"), ([parts[0], other], "teacher 'x'"),
-                       ([tmp_path / "merged" / "table2.md"], "not a readable table2.json")):
+                       ([tmp_path / "merged" / "table2.md"], "not a readable table2.json"),
+                       ([first[1]["json"]], "expected a table2.json")):  # Table 3's JSON
         assert main(["-q", "reproduce", "table2", "--merge", *map(str, args), "--out", str(tmp_path / "no")]) == 2
         err = capsys.readouterr().err.strip()
         assert says in err and str(args[-1]) in err and "Traceback" not in err and len(err.splitlines()) == 1

@@ -79,7 +79,8 @@ def merge_table2(paths: Sequence[str | Path], datasets: Sequence[str] = DATASETS
             saved = json.loads(Path(path).read_text())
         except (OSError, ValueError) as e:
             raise TinyDistillError(f"{path}: not a readable table2.json ({e})") from e
-        if not isinstance(saved, dict) or saved.get("table") != "table2" or not isinstance(saved.get("runs"), list):
+        if not (isinstance(saved, dict) and saved.get("table") == "table2" and isinstance(saved.get("runs"), list)
+                and isinstance(saved.get("setup"), dict) and "seconds" in saved):
             raise TinyDistillError(f"{path}: expected a table2.json written by `tinydistill reproduce table2`")
         sources.append({"path": str(path), **saved})
     first = sources[0]
@@ -116,7 +117,7 @@ def merge_table2(paths: Sequence[str | Path], datasets: Sequence[str] = DATASETS
 def _saved_setup(saved: dict, out: str | None) -> Setup:
     """The `Setup` a saved table recorded (fields this version does not know are dropped)."""
     plain: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()
-             if k in Setup.__dataclass_fields__ and k != "base"}
+                             if k in Setup.__dataclass_fields__ and k != "base"}
     base = saved.get("base")
     s = Setup(**plain)
     s.base = RunConfig(**{k: v for k, v in base.items() if k in RunConfig.__dataclass_fields__}) if base else None
