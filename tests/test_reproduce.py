@@ -95,12 +95,13 @@ def test_table2_merged_from_calls_of_one_seed_each_equals_one_call(first, setup,
     assert "seeds: sst2 0, 1" in md
     capsys.readouterr()
 
-    # the same run twice, another setup, or not a table2.json: one line naming the file, exit 2
+    # the same run twice, another setup, not a table2.json, or one --out would overwrite: one line naming the file
     other = tmp_path / "other.json"
     other.write_text(json.dumps({**whole, "runs": whole["runs"][1:], "setup": {**whole["setup"], "teacher": "x"}}))
     for args, says in (([parts[0], parts[0]], "sst2/40 seed 0 is also in"), ([parts[0], other], "teacher 'x'"),
                        ([tmp_path / "merged" / "table2.md"], "not a readable table2.json"),
-                       ([first[1]["json"]], "expected a table2.json")):  # Table 3's JSON
+                       ([first[1]["json"]], "expected a table2.json"),  # Table 3's JSON
+                       ([tmp_path / "no" / "table2.json"], "would write the merged table over")):
         assert main(["-q", "reproduce", "table2", "--merge", *map(str, args), "--out", str(tmp_path / "no")]) == 2
         err = capsys.readouterr().err.strip()
         assert says in err and str(args[-1]) in err and "Traceback" not in err and len(err.splitlines()) == 1

@@ -74,7 +74,10 @@ def merge_table2(paths: Sequence[str | Path], datasets: Sequence[str] = DATASETS
     test sizes) and hold different runs; writes `<out>/table2.json` and `.md` like `table2`, the footer naming each
     file with its own wall time and teacher fine-tuning time."""
     started, sources = time.time(), []
+    target = Path(out or Setup.out) / "table2.json"
     for path in paths:
+        if Path(path).resolve() == target.resolve():
+            raise TinyDistillError(f"{path}: --out would write the merged table over this file; choose another --out")
         try:
             saved = json.loads(Path(path).read_text())
         except (OSError, ValueError) as e:
