@@ -204,7 +204,8 @@ def test_pipeline_records_devices_and_labels_in_int8_where_the_guard_allows(tmp_
         pipeline._teacher_key(c.teacher, recipe, task)
 
 
-def test_cli_label_int8_needs_labels_to_check_against(tmp_path, monkeypatch, tiny_bert, teacher, capsys, no_gpu):
+def test_cli_label_int8_needs_labels_to_check_against(tmp_path, monkeypatch, tiny_bert, teacher, capsys, caplog,
+                                                        no_gpu):
     from test_pipeline import write_csv
 
     monkeypatch.setenv("TINYDISTILL_CACHE", str(tmp_path / "cache"))
@@ -231,6 +232,11 @@ def test_cli_label_int8_needs_labels_to_check_against(tmp_path, monkeypatch, tin
                  "--label-column", "gold", "--overwrite"]) == 0
     again = json.loads(capsys.readouterr().out)["labelling"]
     assert again["texts"] == 40 and again["fp32_accuracy"] == labelling["fp32_accuracy"]
+    # --check-data without int8 is not read, and says so rather than doing nothing in silence
+    assert main(["-q", "label", str(tmp_path / "t"), "--data", data, "--out", str(tmp_path / "x.jsonl"), "--device",
+                 "cpu", "--check-data", check, "--overwrite"]) == 0
+    assert json.loads(capsys.readouterr().out)["labelling"]["precision"] == "fp32"
+    assert "--check-data" in caplog.text and "only with --label-precision int8" in caplog.text
     bad = write_csv(tmp_path / "bad.csv", 4, 3, label_names=("neg", "meh"))
     for args, message in (([ "--check-data", bad], "bad.csv: row 2 has label 'meh'"),
                           (["--check-data", check, "--out", str(tmp_path / "shards")], "writes a .jsonl --out")):

@@ -446,6 +446,21 @@ def test_a_five_megabyte_csv_field_is_read(tmp_path):
     assert len(split.texts[0]) == 5_000_000 and split.label_names == ["neg", "pos"]
 
 
+def test_a_row_with_more_fields_than_the_header_is_an_error_not_a_cut_text(tmp_path):
+    from tinydistill.data import load_file
+
+    (tmp_path / "comma.csv").write_text("text,label\ngood film,pos\na gorgeous, witty film,pos\n")
+    with pytest.raises(TinyDistillError, match=r"comma.csv:3: 3 fields where the header has 2; put a text holding a "
+                                               r"comma in double quotes"):
+        load_file(tmp_path / "comma.csv")
+    (tmp_path / "tab.tsv").write_text("text\tlabel\ngood\tfilm\tpos\n")
+    with pytest.raises(TinyDistillError, match=r"tab.tsv:2: 3 fields where the header has 2; a text holding a tab"):
+        load_file(tmp_path / "tab.tsv")
+    # quoted, or a trailing empty field (a spreadsheet's export), reads as before
+    (tmp_path / "ok.csv").write_text('text,label\n"a gorgeous, witty film",pos\nbad,neg,\n')
+    assert load_file(tmp_path / "ok.csv").texts == ["a gorgeous, witty film", "bad"]
+
+
 def test_settings_are_checked_in_the_library_too():
     from tinydistill.finetune import Recipe, get_recipe
     from tinydistill.pipeline import RunConfig

@@ -116,7 +116,17 @@ def _read_rows(path: Path) -> tuple[list[str], list[dict]]:
                 reader = csv.DictReader(handle)
             csv.field_size_limit(MAX_FIELD)  # the default 128 KB refuses a long review; a whole book still fits
             try:
-                return list(reader.fieldnames or []), list(reader)
+                columns, rows = list(reader.fieldnames or []), []
+                for row in reader:  # more fields than the header: a text holding the delimiter, which was cut
+                    extra = list(row.get(None) or [])  # type: ignore[call-overload]  # DictReader keeps them under None
+                    if any(extra):
+                        where = f"{path}:{reader.line_num}: {len(columns) + len(extra)} fields where the header has " \
+                                f"{len(columns)}"
+                        raise TinyDistillError(f"{where}; a text holding a tab cannot be in a .tsv: save it as .csv "
+                                               "or .jsonl" if kind == ".tsv" else
+                                               f"{where}; put a text holding a comma in double quotes")
+                    rows.append(row)
+                return columns, rows
             except csv.Error as exc:
                 raise TinyDistillError(f"{path}:{reader.line_num}: not valid CSV ({exc})") from None
     except UnicodeDecodeError as exc:

@@ -59,6 +59,9 @@ def label_file(teacher_dir: str, data: str, out: str, *, data_dir: str | None = 
         raise TinyDistillError(f"{data}: no texts to label")
     teacher = Teacher.from_pretrained(teacher_dir).to(on)
     check_texts = texts
+    if check is not None and precision != "int8":
+        log.warning("--check-data %s is read only with --label-precision int8; labelling in %s without it", check,
+                    precision)
     if check is not None and precision == "int8":  # only int8 is checked
         check_text, check_label = check_columns or (text_column, "label")
         split = load(check, PAPER_DATASETS[check].train if check in PAPER_DATASETS else None, data_dir, check_text,

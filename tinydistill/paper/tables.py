@@ -111,10 +111,10 @@ def merge_table2(paths: Sequence[str | Path], datasets: Sequence[str] = DATASETS
     if not runs:
         raise TinyDistillError(f"{', '.join(map(str, paths))}: no run of {', '.join(datasets)}")
     s = _saved_setup(first["setup"], out)
-    s.seeds_by = {ds: tuple(sorted({r["seed"] for r in runs if r["dataset"] == ds})) for ds in datasets}
-    kept = [src for src in sources if any(seen[(r["dataset"], r["labeled"], r["seed"])] == src["path"]
-                                          for r in runs)]
-    return _table2(runs, [ds for ds in datasets if ds in s.seeds_by and s.seeds_by[ds]], s, started, kept)
+    held = list(dict.fromkeys(r["dataset"] for r in runs))  # the datasets asked for that the files have
+    s.seeds_by = {ds: tuple(sorted({r["seed"] for r in runs if r["dataset"] == ds})) for ds in held}
+    kept = [src for src in sources if any(r["dataset"] in held for r in src["runs"])]
+    return _table2(runs, held, s, started, kept)
 
 
 def _saved_setup(saved: dict, out: str | None) -> Setup:
